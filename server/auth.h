@@ -1,0 +1,59 @@
+/* auth.h — authentication of `instance/user` through libsasl2 (PLAIN,
+ * LOGIN, SCRAM-SHA-256) and the LOGIN command, against the instance's user
+ * table. One auth_ctx per connection (sasl_server_new per connection;
+ * sasl_server_init once in the parent before fork). Failures are uniform:
+ * unknown instance, unknown/disabled user and wrong password look the
+ * same, take the same time and produce the same responses. */
+#ifndef COFFER_AUTH_H
+#define COFFER_AUTH_H
+#include <stdbool.h>
+#include <stddef.h>
+#include "store/store.h"
+
+struct conn;
+struct auth_ctx;
+
+enum auth_status {
+    AUTH_OK = 0,
+    AUTH_CONTINUE = 1,       /* send challenge as "+ base64" and call auth_step */
+    AUTH_FAIL = -1,          /* NO [AUTHENTICATIONFAILED] */
+    AUTH_BADMECH = -2,       /* NO: unsupported mechanism */
+    AUTH_BADPROTO = -3,      /* BAD: malformed client data (bad base64…) */
+    AUTH_ERROR = -4,         /* NO [UNAVAILABLE]: internal/temporary error */
+};
+
+struct auth_result {
+    char instance[STORE_ID_MAX + 1];   /* canonical instance id */
+    char user[STORE_USER_MAX + 1];     /* canonical user whose archive is opened (authzid) */
+    char authn[STORE_USER_MAX + 1];    /* canonical authenticating user */
+    bool admin;                         /* of the authorisation user */
+    char mech[32];
+};
+
+/* tls: the connection is protected (SSF external set, plaintext allowed). */
+int auth_ctx_new(struct conn *c, bool tls, struct auth_ctx **out);
+void auth_ctx_free(struct auth_ctx *a);
+/* Space-separated mechanisms to advertise as AUTH=… (empty before TLS
+ * unless allow_plaintext_auth). */
+const char *auth_mechs(struct auth_ctx *a);
+bool auth_plaintext_allowed(struct auth_ctx *a);
+
+/* LOGIN command. */
+enum auth_status auth_login(struct auth_ctx *a, const char *user, size_t ulen,
+                            const char *pass, size_t plen, struct auth_result *res);
+/* AUTHENTICATE: ir/irlen is the decoded initial response (has_ir false
+ * when none was sent; an empty one is "="). Challenges are raw bytes; the
+ * caller base64-encodes them. */
+enum auth_status auth_start(struct auth_ctx *a, const char *mech,
+                            const unsigned char *ir, size_t irlen, bool has_ir,
+                            const unsigned char **chal, size_t *chal_len,
+                            struct auth_result *res);
+enum auth_status auth_step(struct auth_ctx *a, const unsigned char *resp, size_t len,
+                           const unsigned char **chal, size_t *chal_len,
+                           struct auth_result *res);
+/* Call after every AUTH_FAIL: sleeps the per-failure delay, reports the
+ * failure to the parent; returns true when the session must BYE (too many
+ * failures). */
+bool auth_failed(struct auth_ctx *a);
+
+#endif

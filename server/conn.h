@@ -1,0 +1,51 @@
+/* conn.h — one client connection: socket, optional TLS (implicit or via
+ * STARTTLS), optional COMPRESS=DEFLATE, with buffered line/literal reads
+ * under deadlines and buffered writes. Owned by the connection child. */
+#ifndef COFFER_CONN_H
+#define COFFER_CONN_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "proto/buf.h"
+
+struct conn;
+
+#define CONN_OK        0
+#define CONN_EOF      (-1)   /* peer closed */
+#define CONN_ETIMEOUT (-2)   /* deadline passed */
+#define CONN_ETOOLONG (-3)   /* line longer than max */
+#define CONN_EIO      (-4)   /* socket/TLS/zlib error */
+
+/* Read one line (without its CRLF or bare LF) into out (reset first).
+ * Fails with CONN_ETOOLONG once max octets were read without a line end
+ * (the rest of that line is then discarded by the next call). The deadline
+ * is for the whole line, so a client dripping bytes cannot hold it. */
+int conn_read_line(struct conn *c, struct buf *out, size_t max, int timeout_ms);
+/* Read exactly n octets (a literal) and append them to out (or drop them
+ * when out is NULL). */
+int conn_read_exact(struct conn *c, struct buf *out, uint64_t n, int timeout_ms);
+/* Wait until input is available: 1 readable, 0 timeout, <0 error/EOF. */
+int conn_wait_readable(struct conn *c, int timeout_ms);
+
+/* Buffered output; conn_flush() sends it (with a send deadline). */
+int conn_write(struct conn *c, const void *p, size_t n);
+int conn_puts(struct conn *c, const char *s);
+int conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int conn_flush(struct conn *c);
+
+bool conn_tls_active(const struct conn *c);
+bool conn_tls_implicit(const struct conn *c);   /* port 993 */
+/* STARTTLS: handshake now; any plaintext already buffered from the client
+ * is discarded first (CVE-2011-0411). */
+int conn_starttls(struct conn *c, const char **err);
+/* e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
+const char *conn_tls_desc(const struct conn *c);
+int conn_compress(struct conn *c, const char **err);
+bool conn_compress_active(const struct conn *c);
+
+const char *conn_peer_ip(const struct conn *c);
+uint64_t conn_bytes_in(const struct conn *c);
+uint64_t conn_bytes_out(const struct conn *c);
+
+#endif

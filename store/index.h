@@ -1,0 +1,39 @@
+/* index.h — the full-text index of an instance env (substring-exact:
+ * trigram postings over i;unicode-casemap folded, decoded text; header
+ * fields clients search get their own postings). Written in the same
+ * transaction as the message it indexes, so it is crash-safe and an
+ * import re-run is idempotent.
+ *
+ * Store-internal: the import path calls index_open() when it opens the
+ * env and index_add_message() for every new unique message. */
+#ifndef COFFER_INDEX_H
+#define COFFER_INDEX_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <lmdb.h>
+#include "proto/msginfo.h"
+
+#define INDEX_VERSION 1
+
+struct index_dbs {
+    MDB_dbi dbi[8];           /* owned by index.c */
+    unsigned n;
+};
+
+/* Open (or with create, create) the index's named databases. */
+int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **err);
+/* Index one message (canonical octets + its msginfo). */
+int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                      const unsigned char *canon, size_t len,
+                      const struct msginfo *mi, const char **err);
+/* Drop one message's postings (reindex, purge). */
+int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                         const char **err);
+/* Drop everything (before a full reindex). */
+int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
+/* Check CRCs and structure; report problems through cb; returns count. */
+long index_verify(MDB_txn *txn, const struct index_dbs *dbs,
+                  void (*report)(void *ctx, const char *msg), void *ctx);
+
+#endif

@@ -56,4 +56,29 @@ enum auth_status auth_step(struct auth_ctx *a, const unsigned char *resp, size_t
  * failures). */
 bool auth_failed(struct auth_ctx *a);
 
+/* ---- daemon side (server/cofferd.c) ---- */
+struct auth_config {
+    const char *hostname;          /* SASL server FQDN */
+    bool allow_plaintext;          /* allow_plaintext_auth */
+    unsigned max_failures;         /* then auth_failed() says BYE */
+    int failure_delay_ms;          /* sleep per failed attempt */
+    unsigned concurrency;          /* password checks at once, all children */
+    const unsigned char *secret;   /* per-install secret for fake SCRAM salts */
+    size_t secret_len;
+};
+/* Once, in the parent before any fork: sasl_server_init() with our
+ * callbacks and auxprop plugin, the dummy hash, the concurrency limiter. */
+int auth_global_init(const struct auth_config *cfg, const char **err);
+/* In the child, before auth_ctx_new(): the store as the child sees it
+ * (after chroot), where to report failures (-1: nowhere) and the per-IP
+ * penalty the parent assigned (slept before the first password check). */
+void auth_child_init(const struct store_cfg *store, int report_fd, int penalty_ms);
+
+/* What a child reports on report_fd: one record per attempt outcome,
+ * written atomically (smaller than PIPE_BUF). */
+struct auth_report {
+    char kind;                     /* 'F' failure, 'S' success */
+    char ip[63];
+};
+
 #endif

@@ -16,6 +16,7 @@ struct conn;
 #define CONN_ETIMEOUT (-2)   /* deadline passed */
 #define CONN_ETOOLONG (-3)   /* line longer than max */
 #define CONN_EIO      (-4)   /* socket/TLS/zlib error */
+#define CONN_EINTR    (-5)   /* the interrupt flag (conn_set_interrupt) was set */
 
 /* Read one line (without its CRLF or bare LF) into out (reset first).
  * Fails with CONN_ETOOLONG once max octets were read without a line end
@@ -45,7 +46,27 @@ int conn_compress(struct conn *c, const char **err);
 bool conn_compress_active(const struct conn *c);
 
 const char *conn_peer_ip(const struct conn *c);
+const char *conn_peer_desc(const struct conn *c);   /* "ip:port" or "ip" */
 uint64_t conn_bytes_in(const struct conn *c);
 uint64_t conn_bytes_out(const struct conn *c);
+
+/* ---- daemon side (server/cofferd.c, tests) ---- */
+struct ssl_ctx_st;
+/* Wrap a connected socket (rfd == wfd) or an inetd pair. tls_ctx may be
+ * NULL: then STARTTLS is not available. peer may be NULL. The fds are
+ * switched to non-blocking and closed by conn_free(). */
+int conn_new(int rfd, int wfd, struct ssl_ctx_st *tls_ctx, const char *peer_ip,
+             const char *peer_desc, struct conn **out);
+void conn_free(struct conn *c);
+/* Implicit TLS (port 993): handshake before anything else is read. */
+int conn_tls_accept(struct conn *c, int timeout_ms, const char **err);
+/* Whether STARTTLS can be offered (a TLS context exists, TLS not active). */
+bool conn_tls_available(const struct conn *c);
+/* Blocking reads/waits return CONN_EINTR once *flag is non-zero (SIGTERM). */
+void conn_set_interrupt(struct conn *c, volatile int *flag);
+/* Deadline for a whole conn_flush(); default 60 s. */
+void conn_set_write_timeout(struct conn *c, int timeout_ms);
+/* Hand the TLS server name (SNI) the client asked for, or NULL. */
+const char *conn_tls_sni(const struct conn *c);
 
 #endif

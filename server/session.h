@@ -36,6 +36,9 @@ struct session_env {
      * login; the result is logged. May be NULL. */
     const char *test_open_after_login;
     volatile int *shutdown_flag; /* set by SIGTERM: BYE at the next chance */
+    /* Counter for the logout log line (commands run); may be NULL. The
+     * session adds one per command it reads. */
+    uint64_t *stat_commands;
 };
 
 /* Run the session to completion; returns when the client logged out, the

@@ -2,4 +2,132 @@
 if HAVE_CHECK
 UNIT_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(LMDB_CFLAGS) $(OPENSSL_CFLAGS)
 UNIT_LIBS = $(SERVER_LIBS) $(CHECK_LIBS)
+
+check_PROGRAMS += tests/unit/imapparse_test
+TESTS += tests/unit/imapparse_test
+tests_unit_imapparse_test_SOURCES = tests/unit/imapparse_test.c
+tests_unit_imapparse_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_imapparse_test_LDADD = $(UNIT_LIBS)
 endif
+
+# ---- test driver setup (BUILD) ----
+# Integration tests are scripts: tests/integration/*.py run with python3,
+# *.sh with sh. Exit 0 = pass, 77 = skip, 99 = hard error. They find the
+# binaries and data through the environment below, never through fixed paths:
+#   COFFER_BUILDDIR, COFFER_SRCDIR  top build and source directories
+#   COFFER, COFFERD                 the binaries to run (tests/valgrind-all
+#                                   points them at memcheck wrappers)
+#   COFFER_SHARED                   ../shared next to the checkout
+#   COFFER_REQUIRE_SHARED=1         (scripts/check) a missing ../shared fails
+#                                   the tests that need it instead of skipping
+#   COFFER_TEST_HOOKS               yes when built with --enable-test-hooks
+TEST_EXTENSIONS = .py .sh
+PY_LOG_COMPILER = python3
+SH_LOG_COMPILER = sh
+AM_TESTS_ENVIRONMENT = \
+	COFFER_BUILDDIR='$(abs_top_builddir)'; export COFFER_BUILDDIR; \
+	COFFER_SRCDIR='$(abs_top_srcdir)'; export COFFER_SRCDIR; \
+	COFFER="$${COFFER:-$(abs_top_builddir)/coffer}"; export COFFER; \
+	COFFERD="$${COFFERD:-$(abs_top_builddir)/cofferd}"; export COFFERD; \
+	COFFER_SHARED="$${COFFER_SHARED:-$(abs_top_srcdir)/../shared}"; export COFFER_SHARED; \
+	COFFER_TEST_HOOKS='$(enable_test_hooks)'; export COFFER_TEST_HOOKS; \
+	PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE;
+# distcheck builds the production configuration (no test hooks).
+AM_DISTCHECK_CONFIGURE_FLAGS = --enable-werror --quiet
+EXTRA_DIST += tests/integration tests/fuzz tests/valgrind-all tests/valgrind-subset .ci/run
+
+# ---- fuzz targets (BUILD plumbing; one paragraph per target) ----
+# Convention: tests/fuzz/fuzz_NAME.c, seed corpus tests/fuzz/corpus/NAME/,
+# optional dictionary tests/fuzz/NAME.dict. scripts/check runs each one.
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/search_test
+TESTS += tests/unit/search_test
+tests_unit_search_test_SOURCES = tests/unit/search_test.c
+tests_unit_search_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_search_test_LDADD = $(UNIT_LIBS)
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_imapparse
+tests_fuzz_fuzz_imapparse_SOURCES = tests/fuzz/fuzz_imapparse.c
+tests_fuzz_fuzz_imapparse_CFLAGS = $(AM_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_imapparse_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_imapparse_LDADD = libcofferproto.a
+endif
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/index_test
+TESTS += tests/unit/index_test
+tests_unit_index_test_SOURCES = tests/unit/index_test.c
+tests_unit_index_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_index_test_LDADD = $(UNIT_LIBS)
+endif
+
+# ---- cofferd integration tests (DAEMON): daemon, TLS, SASL, limits ----
+TESTS += tests/integration/test_auth.py tests/integration/test_tls.py tests/integration/test_daemon.py
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/store_test
+TESTS += tests/unit/store_test
+tests_unit_store_test_SOURCES = tests/unit/store_test.c
+tests_unit_store_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_store_test_LDADD = $(STORE_LIBS) $(CHECK_LIBS)
+endif
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/session_test
+TESTS += tests/unit/session_test
+tests_unit_session_test_SOURCES = tests/unit/session_test.c
+tests_unit_session_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_session_test_LDADD = $(UNIT_LIBS)
+endif
+
+# ---- session integration tests (SESSION): commands over a real cofferd ----
+TESTS += tests/integration/test_session.py
+
+TESTS += tests/integration/test_cli.py tests/integration/test_crash.py
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/daemon_test
+TESTS += tests/unit/daemon_test
+tests_unit_daemon_test_SOURCES = tests/unit/daemon_test.c
+tests_unit_daemon_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_daemon_test_LDADD = $(UNIT_LIBS)
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_search
+tests_fuzz_fuzz_search_SOURCES = tests/fuzz/fuzz_search.c
+tests_fuzz_fuzz_search_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_search_LDADD = libcofferproto.a
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_mbox
+tests_fuzz_fuzz_mbox_SOURCES = tests/fuzz/fuzz_mbox.c
+tests_fuzz_fuzz_mbox_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_mbox_LDADD = $(STORE_LIBS)
+endif
+
+# store benchmark helper (tests/bench/import.sh uses it)
+noinst_PROGRAMS += tests/bench/store_bench
+tests_bench_store_bench_SOURCES = tests/bench/store_bench.c
+tests_bench_store_bench_LDADD = $(STORE_LIBS)
+EXTRA_DIST += tests/bench/import.sh
+
+# SEARCH results against Dovecot over ../shared/corpus (SEARCH engineer)
+TESTS += tests/integration/search_vs_dovecot.sh
+
+# ---- MIME (msginfo): unit suite, and msginfo-dump for mime_vs_dovecot.py ----
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/mime_test
+TESTS += tests/unit/mime_test
+tests_unit_mime_test_SOURCES = tests/unit/mime_test.c
+tests_unit_mime_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_mime_test_LDADD = $(UNIT_LIBS)
+endif
+
+noinst_PROGRAMS += tests/tools/msginfo-dump
+tests_tools_msginfo_dump_SOURCES = tests/tools/msginfo-dump.c
+tests_tools_msginfo_dump_LDADD = libcofferproto.a

@@ -1,0 +1,250 @@
+/* cmd_select.c — SELECT/EXAMINE (always read-only), CHECK, CLOSE,
+ * UNSELECT, and the session's view of the selected mailbox: its UID array,
+ * message sets over it, and the formatting shared with FETCH/STORE. */
+#include "server/session_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/log.h"
+
+struct extend_ctx {
+    struct session *s;
+    int err;
+    long added;
+};
+
+static int extend_cb(void *ctx, const struct msg_ref *m)
+{
+    struct extend_ctx *x = ctx;
+    struct session *s = x->s;
+    if (s->nuids > 0 && m->uid <= s->uids[s->nuids - 1])
+        return 0;   /* never out of order in the view */
+    if (s->nuids == s->capuids) {
+        size_t ncap = s->capuids ? s->capuids * 2 : 256;
+        uint32_t *nv = realloc(s->uids, ncap * sizeof(*nv));
+        if (nv == NULL) {
+            x->err = -1;
+            return 1;
+        }
+        s->uids = nv;
+        s->capuids = ncap;
+    }
+    s->uids[s->nuids++] = m->uid;
+    x->added++;
+    return 0;
+}
+
+long sess_view_extend(struct session *s, uint32_t from)
+{
+    struct extend_ctx x = {s, 0, 0};
+    int rc = inst_msgs_walk(s->in, s->selrec.id, from, extend_cb, &x);
+    if ((rc != STORE_OK && rc != STORE_ENOTFOUND) || x.err != 0)
+        return x.added > 0 ? x.added : -1;
+    return x.added;
+}
+
+static int first_unseen_cb(void *ctx, const struct msg_ref *m)
+{
+    uint32_t *uid = ctx;
+    if (!(m->flags & STORE_F_SEEN)) {
+        *uid = m->uid;
+        return 1;
+    }
+    return 0;
+}
+
+static size_t uid_lower_bound(const struct session *s, uint32_t uid)
+{
+    size_t lo = 0, hi = s->nuids;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->uids[mid] < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int cmd_select(struct session *s, const struct imap_cmd *cmd, const struct imap_arg *args,
+               size_t nargs, bool uid)
+{
+    char ext[sizeof(((struct mbox_loc *)0)->ext)];
+    if (nargs < 1 || nargs > 2 || sess_mbox_arg(s, &args[0], ext, sizeof(ext)) != 0 ||
+        (nargs == 2 && args[1].type != IMAP_ARG_LIST))
+        return sess_tagged(s, cmd->tag, "BAD", "Invalid %s arguments", cmd->name);
+    bool had = s->selected;
+    sess_deselect(s);
+    if (had)
+        sess_puts(s, "* OK [CLOSED] Previous mailbox closed\r\n");
+    struct mbox_loc loc;
+    struct mbox_rec rec;
+    if (sess_mbox_resolve(s, ext, &loc, &rec) != 0)
+        return sess_tagged(s, cmd->tag, "NO", "[NONEXISTENT] Mailbox does not exist");
+    s->sel = loc;
+    s->selrec = rec;
+    s->nuids = 0;
+    s->snap = inst_snapshot_id(s->in);
+    if (sess_view_extend(s, 1) < 0) {
+        s->nuids = 0;
+        return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Cannot read mailbox");
+    }
+    s->selected = true;
+    s->state = S_SELECTED;
+    if (loc.other)
+        log_info("audit: %s/%s opened %s's archive: %s", s->who.instance, s->who.user,
+                 loc.owner, loc.name);
+    uint32_t next = s->nuids ? s->uids[s->nuids - 1] + 1 : 1;
+    if (next < rec.uidnext)
+        next = rec.uidnext;
+    sess_puts(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+    sess_puts(s, "* OK [PERMANENTFLAGS ()] Read-only archive\r\n");
+    sess_printf(s, "* %zu EXISTS\r\n", s->nuids);
+    if (!s->rev2) {
+        sess_puts(s, "* 0 RECENT\r\n");
+        uint32_t unseen_uid = 0;
+        if (rec.unseen > 0)
+            inst_msgs_walk(s->in, rec.id, 1, first_unseen_cb, &unseen_uid);
+        if (unseen_uid != 0) {
+            size_t i = uid_lower_bound(s, unseen_uid);
+            if (i < s->nuids && s->uids[i] == unseen_uid)
+                sess_printf(s, "* OK [UNSEEN %zu] First unseen\r\n", i + 1);
+        }
+    }
+    sess_printf(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", rec.uidvalidity);
+    sess_printf(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", next);
+    if (s->rev2) {
+        buf_reset(&s->out);
+        buf_puts(&s->out, "* LIST () \"/\" ");
+        sess_append_mbox(s, &s->out, ext);
+        buf_puts(&s->out, "\r\n");
+        sess_write(s, s->out.data, s->out.len);
+    }
+    return sess_tagged(s, cmd->tag, "OK", "[READ-ONLY] %s completed", cmd->name);
+}
+
+int cmd_check(struct session *s, const struct imap_cmd *cmd, const struct imap_arg *args,
+              size_t nargs, bool uid)
+{
+    return sess_tagged(s, cmd->tag, "OK", "Check completed");
+}
+
+/* CLOSE and UNSELECT: nothing to expunge in a read-only mailbox. */
+int cmd_close(struct session *s, const struct imap_cmd *cmd, const struct imap_arg *args,
+              size_t nargs, bool uid)
+{
+    if (nargs != 0)
+        return sess_tagged(s, cmd->tag, "BAD", "%s takes no arguments", cmd->name);
+    sess_deselect(s);
+    return sess_tagged(s, cmd->tag, "OK", "%s completed", cmd->name);
+}
+
+/* ---- message sets ---- */
+
+int view_iter_init(struct session *s, const struct imap_arg *a, bool uid,
+                   struct view_iter *it, const char **err)
+{
+    memset(it, 0, sizeof(*it));
+    it->uid = uid;
+    if (a->type != IMAP_ARG_ATOM) {
+        *err = "Invalid sequence set";
+        return -1;
+    }
+    if (seqset_parse(a->s, a->len, 0, &it->set, err) != 0)
+        return -1;
+    if (it->set.dollar) {
+        /* `$` is the saved result: UIDs, whatever the command */
+        it->uid = true;
+        if (seqset_from_sorted(s->saved, s->nsaved, &it->set) != 0) {
+            *err = "Out of memory";
+            return -1;
+        }
+        return 0;
+    }
+    if (!uid) {
+        /* a number past the end is an error; a range with `*` never is
+         * (1:* on an empty mailbox is simply empty) */
+        for (size_t i = 0; i < it->set.n; i++) {
+            const struct seqset_range *r = &it->set.r[i];
+            if (r->lo == SEQSET_STAR || r->hi == SEQSET_STAR)
+                continue;
+            if (r->lo > s->nuids || r->hi > s->nuids) {
+                seqset_free(&it->set);
+                *err = "Invalid message sequence number";
+                return -1;
+            }
+        }
+        seqset_resolve(&it->set, (uint32_t)s->nuids);
+    } else {
+        seqset_resolve(&it->set, s->nuids ? s->uids[s->nuids - 1] : 0);
+    }
+    return 0;
+}
+
+bool view_iter_next(struct session *s, struct view_iter *it, size_t *idx)
+{
+    while (it->ri < it->set.n) {
+        const struct seqset_range *r = &it->set.r[it->ri];
+        if (!it->started) {
+            it->idx = it->uid ? uid_lower_bound(s, r->lo) : (size_t)r->lo - 1;
+            it->started = true;
+        }
+        if (it->idx < s->nuids) {
+            uint32_t v = it->uid ? s->uids[it->idx] : (uint32_t)(it->idx + 1);
+            if (v <= r->hi) {
+                *idx = it->idx++;
+                return true;
+            }
+        }
+        it->ri++;
+        it->started = false;
+    }
+    return false;
+}
+
+void view_iter_free(struct view_iter *it)
+{
+    seqset_free(&it->set);
+}
+
+/* ---- shared formatting ---- */
+
+void sess_fmt_date(char out[96], int64_t t, int32_t tz_min)
+{
+    static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    if (tz_min > 14 * 60 || tz_min < -14 * 60)
+        tz_min = 0;
+    time_t lt = (time_t)(t + (int64_t)tz_min * 60);
+    struct tm tm;
+    if (gmtime_r(&lt, &tm) == NULL)
+        memset(&tm, 0, sizeof(tm));
+    int a = tz_min < 0 ? -tz_min : tz_min;
+    snprintf(out, 96, "%02d-%s-%04d %02d:%02d:%02d %c%02d%02d", tm.tm_mday,
+             mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             tz_min < 0 ? '-' : '+', a / 60, a % 60);
+}
+
+int sess_append_flags(struct buf *out, uint32_t flags)
+{
+    const char *sep = "";
+    buf_putc(out, '(');
+    if (flags & STORE_F_ANSWERED) {
+        buf_puts(out, "\\Answered");
+        sep = " ";
+    }
+    if (flags & STORE_F_FLAGGED) {
+        buf_printf(out, "%s\\Flagged", sep);
+        sep = " ";
+    }
+    if (flags & STORE_F_SEEN) {
+        buf_printf(out, "%s\\Seen", sep);
+        sep = " ";
+    }
+    if (flags & STORE_F_DRAFT)
+        buf_printf(out, "%s\\Draft", sep);
+    return buf_putc(out, ')');
+}

@@ -1,0 +1,866 @@
+/* cofferd — the Coffer IMAP server. The parent binds, loads keys, accepts
+ * and forks; it never reads a client byte and never opens a store. Each
+ * child confines itself (chroot/Landlock, the coffer user) before the
+ * first client byte and runs one IMAP session. */
+#include "proto/search.h"
+#include "server/auth.h"
+#include "server/confine.h"
+#include "server/config.h"
+#include "server/conn.h"
+#include "server/log.h"
+#include "server/session.h"
+#include "server/tls.h"
+#include "store/store.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LISTENERS 64
+#define PENALTY_SLOTS 1024
+#define PENALTY_BASE_MS 250
+#define PENALTY_EXPIRE_S 900
+
+struct listener {
+    int fd;
+    bool tls;
+};
+
+struct child {
+    pid_t pid;
+    char ip[64];
+};
+
+struct penalty {
+    char ip[64];
+    unsigned fails;
+    time_t last;
+};
+
+static struct cofferd_cfg cfg;
+static const char *cfg_path = SYSCONFDIR "/coffer/cofferd.conf";
+static struct tls_set *tls;
+static struct listener lst[MAX_LISTENERS];
+static unsigned nlst;
+static struct child *kids;
+static unsigned nkids, kids_cap;
+static struct penalty pen[PENALTY_SLOTS];
+static uid_t run_uid;
+static gid_t run_gid;
+static int report_pipe[2] = { -1, -1 };
+static int sig_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t got_hup, got_term, got_chld;
+static volatile int child_shutdown;
+static unsigned char install_secret[32];
+static bool foreground;
+
+/* ---------- systemd ---------- */
+
+static void sd_notify_msg(const char *msg)
+{
+    const char *p = getenv("NOTIFY_SOCKET");
+    if (!p || (p[0] != '/' && p[0] != '@'))
+        return;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t len = strlen(p);
+    if (len >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, p, len);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = 0;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+    close(fd);
+}
+
+/* Socket activation: LISTEN_FDS named imap / imaps (LISTEN_FDNAMES). */
+static int take_systemd_sockets(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (!pid || !fds || (pid_t)strtol(pid, NULL, 10) != getpid())
+        return 0;
+    long n = strtol(fds, NULL, 10);
+    if (n <= 0 || n > MAX_LISTENERS)
+        return 0;
+    char names[1024] = "";
+    const char *nm = getenv("LISTEN_FDNAMES");
+    if (nm)
+        snprintf(names, sizeof names, "%s", nm);
+    char *save = NULL, *tok = strtok_r(names, ":", &save);
+    for (long i = 0; i < n; i++) {
+        int fd = 3 + (int)i;
+        bool is_tls = tok && !strcmp(tok, "imaps");
+        if (tok && strcmp(tok, "imap") && strcmp(tok, "imaps"))
+            log_warn("socket activation: fd %d has unknown name '%s', treated as imap", fd, tok);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        lst[nlst].fd = fd;
+        lst[nlst].tls = is_tls;
+        nlst++;
+        tok = strtok_r(NULL, ":", &save);
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return (int)n;
+}
+
+/* ---------- listeners ---------- */
+
+static int bind_addr(const struct cfg_addr *a, bool is_tls, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int g = getaddrinfo(a->host[0] ? a->host : NULL, a->port, &hints, &res);
+    if (g != 0) {
+        snprintf(err, errlen, "cannot resolve listen address '%s': %s", a->host, gai_strerror(g));
+        return -1;
+    }
+    int bound = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (nlst >= MAX_LISTENERS)
+            break;
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+            snprintf(err, errlen, "cannot listen on [%s]:%s: %s", a->host[0] ? a->host : "*",
+                     a->port, strerror(errno));
+            close(fd);
+            if (a->host[0]) {
+                freeaddrinfo(res);
+                return -1;
+            }
+            continue;   /* wildcard: the other family may still work */
+        }
+        lst[nlst].fd = fd;
+        lst[nlst].tls = is_tls;
+        nlst++;
+        bound++;
+    }
+    freeaddrinfo(res);
+    if (!bound) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot listen on %s:%s", a->host, a->port);
+        return -1;
+    }
+    return 0;
+}
+
+static int open_listeners(char *err, size_t errlen)
+{
+    if (take_systemd_sockets() > 0)
+        return 0;
+    err[0] = 0;
+    for (unsigned i = 0; i < cfg.n_listen; i++)
+        if (bind_addr(&cfg.listen[i], false, err, errlen) != 0)
+            return -1;
+    for (unsigned i = 0; i < cfg.n_listen_tls; i++)
+        if (bind_addr(&cfg.listen_tls[i], true, err, errlen) != 0)
+            return -1;
+    return 0;
+}
+
+/* ---------- preparation (parent, before any fork) ---------- */
+
+static int resolve_ids(char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(cfg.user);
+    if (!pw) {
+        snprintf(err, errlen, "user '%s' does not exist", cfg.user);
+        return -1;
+    }
+    struct group *gr = getgrnam(cfg.group);
+    if (!gr) {
+        snprintf(err, errlen, "group '%s' does not exist", cfg.group);
+        return -1;
+    }
+    if (pw->pw_uid == 0) {
+        snprintf(err, errlen, "user '%s' is root: sessions must not run as root", cfg.user);
+        return -1;
+    }
+    run_uid = pw->pw_uid;
+    run_gid = gr->gr_gid;
+    return 0;
+}
+
+static int load_secret(char *err, size_t errlen)
+{
+    char path[CFG_PATH_MAX + 32];
+    if (cfg.auth_secret_file[0])
+        snprintf(path, sizeof path, "%s", cfg.auth_secret_file);
+    else
+        snprintf(path, sizeof path, "%s/auth.secret", cfg.data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT) {
+        unsigned char s[32];
+        if (RAND_bytes(s, sizeof s) != 1) {
+            snprintf(err, errlen, "cannot generate %s", path);
+            return -1;
+        }
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 || write(fd, s, sizeof s) != (ssize_t)sizeof s || fsync(fd) != 0) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = read(fd, install_secret, sizeof install_secret);
+    close(fd);
+    if (n < 16) {
+        snprintf(err, errlen, "%s holds fewer than 16 octets", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* libsasl2 seeds SCRAM nonces from /dev/urandom, opened lazily: inside the
+ * chroot it must exist as <data_dir>/dev/urandom. */
+static int prepare_urandom(char *err, size_t errlen)
+{
+    char dir[CFG_PATH_MAX + 8], path[CFG_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/dev", cfg.data_dir);
+    snprintf(path, sizeof path, "%s/dev/urandom", cfg.data_dir);
+    if (geteuid() == 0) {
+        struct stat st;
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+            return -1;
+        }
+        if (lstat(path, &st) != 0) {
+            if (mknod(path, S_IFCHR | 0666, makedev(1, 9)) != 0) {
+                snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+                return -1;
+            }
+        } else if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 9)) {
+            snprintf(err, errlen, "%s exists but is not the urandom device", path);
+            return -1;
+        }
+    } else {
+        snprintf(path, sizeof path, "/dev/urandom");
+    }
+    unsigned char b[16];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t)sizeof b) {
+        snprintf(err, errlen, "%s is not usable (nodev mount?): %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int prepare(bool check_only, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(cfg.data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "data_dir %s is not a directory", cfg.data_dir);
+        return -1;
+    }
+    if (geteuid() == 0 && resolve_ids(err, errlen) != 0)
+        return -1;
+    struct tls_set *t = NULL;
+    if (tls_build(&cfg, &t, err, errlen) != 0)
+        return -1;
+    if (check_only) {
+        tls_free(t);
+        return 0;
+    }
+    tls = t;
+    if (geteuid() == 0) {
+        char bad[CFG_PATH_MAX];
+        bad[0] = 0;
+        if (store_check_lockfiles(cfg.data_dir, run_uid, run_gid, bad, sizeof bad) != STORE_OK) {
+            snprintf(err, errlen, "the session user cannot write %s (chown it to %s)",
+                     bad[0] ? bad : "a lock file", cfg.user);
+            return -1;
+        }
+    }
+    if (prepare_urandom(err, errlen) != 0 || load_secret(err, errlen) != 0)
+        return -1;
+    const char *e = NULL;
+    if (search_charsets_init(&e) != 0) {
+        snprintf(err, errlen, "charset conversion setup failed: %s", e ? e : "?");
+        return -1;
+    }
+    setenv("TZ", cfg.default_timezone, 1);
+    tzset();
+    struct auth_config ac = {
+        .hostname = cfg.hostname,
+        .allow_plaintext = cfg.allow_plaintext_auth,
+        .max_failures = cfg.max_auth_failures,
+        .failure_delay_ms = cfg.auth_failure_delay_ms,
+        .concurrency = cfg.auth_concurrency,
+        .secret = install_secret,
+        .secret_len = sizeof install_secret,
+    };
+    if (auth_global_init(&ac, &e) != 0) {
+        snprintf(err, errlen, "authentication setup failed: %s", e);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------- the connection child ---------- */
+
+static void child_sig(int sig)
+{
+    (void)sig;
+    child_shutdown = 1;
+}
+
+struct confine_ctx {
+    char root[CFG_PATH_MAX];
+    char urandom[CFG_PATH_MAX + 16];
+};
+
+static int confine_instance(void *ctx, const char *instance_id)
+{
+    struct confine_ctx *cc = ctx;
+    char dir[CFG_PATH_MAX + STORE_ID_MAX + 16];
+    if (strchr(instance_id, '/') || instance_id[0] == '.')
+        return -1;
+    snprintf(dir, sizeof dir, "%s/instances/%s", strcmp(cc->root, "/") ? cc->root : "",
+             instance_id);
+    int r = confine_landlock(dir, cc->urandom);
+    if (r < 0) {
+        log_err("Landlock for instance %s failed: %s", instance_id, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const char *desc,
+                           int report_fd, int penalty_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = child_sig;   /* no SA_RESTART: blocked reads must notice */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "conn %s", desc);
+    log_set_prefix(prefix);
+    log_info("connect%s", is_tls ? " tls" : "");
+
+    struct confine_opts co = {
+        .data_dir = cfg.data_dir,
+        .uid = run_uid,
+        .gid = run_gid,
+        .chroot = geteuid() == 0,
+        .max_files = 256,
+    };
+    const char *root = NULL, *err = NULL;
+    if (confine_process(&co, &root, &err) != 0) {
+        log_err("confinement failed: %s (%s)", err, strerror(errno));
+        _exit(1);
+    }
+    static struct confine_ctx cc;
+    snprintf(cc.root, sizeof cc.root, "%s", root);
+    snprintf(cc.urandom, sizeof cc.urandom, "%s", co.chroot ? "/dev/urandom" : "/dev/urandom");
+    int ll = confine_landlock(root, cc.urandom);
+    if (ll < 0) {
+        log_err("Landlock failed: %s", strerror(errno));
+        _exit(1);
+    }
+
+    struct conn *c = NULL;
+    if (conn_new(rfd, wfd, tls_default_ctx(tls), ip, desc, &c) != CONN_OK)
+        _exit(1);
+    conn_set_interrupt(c, &child_shutdown);
+    conn_set_write_timeout(c, cfg.command_timeout_ms);
+    if (is_tls && conn_tls_accept(c, cfg.preauth_timeout_ms, &err) != CONN_OK) {
+        log_info("TLS handshake failed: %s", err ? err : "?");
+        conn_free(c);
+        _exit(0);
+    }
+    struct session_env env;
+    memset(&env, 0, sizeof env);
+    store_cfg_default(&env.store, root);
+    env.store.map_size = cfg.map_size;
+    env.store.max_readers = cfg.max_connections + 8;
+    auth_child_init(&env.store, report_fd, penalty_ms);
+    env.lim.max_line = cfg.max_line;
+    env.lim.max_literal = cfg.max_literal;
+    env.lim.max_command = cfg.max_literal > (64u << 20) ? cfg.max_literal : (64u << 20);
+    env.lim.max_nesting = cfg.max_nesting;
+    env.lim.cmd_timeout_ms = cfg.command_timeout_ms;
+    env.lim.idle_timeout_ms = cfg.idle_timeout_ms;
+    env.lim.preauth_timeout_ms = cfg.preauth_timeout_ms;
+    env.lim.max_auth_failures = cfg.max_auth_failures;
+    env.greeting_host = cfg.hostname;
+    env.confine_instance = ll == 0 ? confine_instance : NULL;
+    env.confine_ctx = &cc;
+    env.shutdown_flag = &child_shutdown;
+    uint64_t ncmd = 0;
+    env.stat_commands = &ncmd;
+#ifdef COFFER_TEST_HOOKS
+    env.test_open_after_login = getenv("COFFER_TEST_OPEN_AFTER_LOGIN");
+#endif
+    if (auth_ctx_new(c, is_tls, &env.auth) != 0) {
+        log_err("authentication context setup failed");
+        conn_puts(c, "* BYE Internal error\r\n");
+        conn_free(c);
+        _exit(1);
+    }
+    session_run(c, &env);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    log_info("disconnect in=%llu out=%llu commands=%llu duration=%.3fs%s",
+             (unsigned long long)conn_bytes_in(c), (unsigned long long)conn_bytes_out(c),
+             (unsigned long long)ncmd, secs, child_shutdown ? " (shutdown)" : "");
+    auth_ctx_free(env.auth);
+    conn_free(c);
+    _exit(0);
+}
+
+/* ---------- parent: signals, children, penalties ---------- */
+
+static void parent_sig(int sig)
+{
+    int saved = errno;
+    if (sig == SIGHUP)
+        got_hup = 1;
+    else if (sig == SIGCHLD)
+        got_chld = 1;
+    else
+        got_term = 1;
+    char b = 0;
+    (void)!write(sig_pipe[1], &b, 1);
+    errno = saved;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (unsigned i = 0; i < nkids; i++)
+            if (kids[i].pid == pid) {
+                kids[i] = kids[--nkids];
+                break;
+            }
+        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM && WTERMSIG(status) != SIGKILL)
+            log_warn("child %ld died of signal %d", (long)pid, WTERMSIG(status));
+    }
+}
+
+static struct penalty *pen_find(const char *ip, bool create)
+{
+    struct penalty *victim = NULL;   /* a free slot, else the stalest */
+    for (unsigned i = 0; i < PENALTY_SLOTS; i++) {
+        if (pen[i].ip[0] && !strcmp(pen[i].ip, ip))
+            return &pen[i];
+        if (!pen[i].ip[0]) {
+            if (!victim || victim->ip[0])
+                victim = &pen[i];
+        } else if (!victim || (victim->ip[0] && pen[i].last < victim->last)) {
+            victim = &pen[i];
+        }
+    }
+    if (!create)
+        return NULL;
+    memset(victim, 0, sizeof *victim);
+    snprintf(victim->ip, sizeof victim->ip, "%s", ip);
+    return victim;
+}
+
+static void read_reports(void)
+{
+    struct auth_report r;
+    for (;;) {
+        ssize_t n = read(report_pipe[0], &r, sizeof r);
+        if (n != (ssize_t)sizeof r)
+            return;
+        r.ip[sizeof r.ip - 1] = 0;
+        if (r.kind == 'F') {
+            struct penalty *p = pen_find(r.ip, true);
+            p->fails++;
+            p->last = time(NULL);
+        } else if (r.kind == 'S') {
+            struct penalty *p = pen_find(r.ip, false);
+            if (p)
+                memset(p, 0, sizeof *p);
+        }
+    }
+}
+
+static int penalty_for(const char *ip)
+{
+    if (cfg.auth_penalty_max_ms <= 0)
+        return 0;
+    struct penalty *p = pen_find(ip, false);
+    if (!p || !p->fails)
+        return 0;
+    if (time(NULL) - p->last > PENALTY_EXPIRE_S) {
+        memset(p, 0, sizeof *p);
+        return 0;
+    }
+    unsigned sh = p->fails - 1 > 16 ? 16 : p->fails - 1;
+    long ms = (long)PENALTY_BASE_MS << sh;
+    return ms > cfg.auth_penalty_max_ms ? cfg.auth_penalty_max_ms : (int)ms;
+}
+
+static void refuse(int fd, bool is_tls, const char *why)
+{
+    /* Only the plain port can carry a readable reason; the parent writes
+     * one line and never reads. */
+    if (!is_tls) {
+        char msg[128];
+        int n = snprintf(msg, sizeof msg, "* BYE %s\r\n", why);
+        (void)!send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    close(fd);
+}
+
+static void addr_strings(const struct sockaddr_storage *ss, socklen_t sl, char *ip, size_t iplen,
+                         char *desc, size_t desclen)
+{
+    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+    getnameinfo((const struct sockaddr *)ss, sl, host, sizeof host, serv, sizeof serv,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    const char *h = host;
+    if (!strncmp(h, "::ffff:", 7) && strchr(h, '.'))
+        h += 7;
+    snprintf(ip, iplen, "%.63s", h);
+    if (strchr(h, ':'))
+        snprintf(desc, desclen, "[%.63s]:%.15s", h, serv);
+    else
+        snprintf(desc, desclen, "%.63s:%.15s", h, serv);
+}
+
+static void accept_one(const struct listener *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+            log_warn("accept: %s", strerror(errno));
+        return;
+    }
+    char ip[64], desc[96];
+    addr_strings(&ss, sl, ip, sizeof ip, desc, sizeof desc);
+    if (nkids >= cfg.max_connections) {
+        log_warn("refused %s: max_connections (%u) reached", desc, cfg.max_connections);
+        refuse(fd, l->tls, "Too many connections, try again later");
+        return;
+    }
+    unsigned same = 0;
+    for (unsigned i = 0; i < nkids; i++)
+        same += !strcmp(kids[i].ip, ip);
+    if (same >= cfg.max_connections_per_ip) {
+        log_warn("refused %s: max_connections_per_ip (%u) reached", desc,
+                 cfg.max_connections_per_ip);
+        refuse(fd, l->tls, "Too many connections from your address");
+        return;
+    }
+    if (nkids >= kids_cap) {
+        unsigned ncap = kids_cap ? kids_cap * 2 : 64;
+        struct child *nk = realloc(kids, ncap * sizeof *nk);
+        if (!nk) {
+            refuse(fd, l->tls, "Server busy");
+            return;
+        }
+        kids = nk;
+        kids_cap = ncap;
+    }
+    int penalty = penalty_for(ip);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_err("fork: %s", strerror(errno));
+        refuse(fd, l->tls, "Server busy");
+        return;
+    }
+    if (pid == 0) {
+        for (unsigned i = 0; i < nlst; i++)
+            close(lst[i].fd);
+        close(report_pipe[0]);
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+        run_connection(fd, fd, l->tls, ip, desc, report_pipe[1], penalty);
+        _exit(0);
+    }
+    close(fd);
+    kids[nkids].pid = pid;
+    snprintf(kids[nkids].ip, sizeof kids[nkids].ip, "%s", ip);
+    nkids++;
+}
+
+static void reload(void)
+{
+    sd_notify_msg("RELOADING=1");
+    struct cofferd_cfg ncfg;
+    char err[600];
+    if (cfg_load(cfg_path, &ncfg, err, sizeof err) != 0) {
+        log_err("reload: %s; keeping the old configuration", err);
+        sd_notify_msg("READY=1");
+        return;
+    }
+    struct tls_set *nt = NULL;
+    if (tls_build(&ncfg, &nt, err, sizeof err) != 0) {
+        log_err("reload: %s; keeping the old configuration", err);
+        sd_notify_msg("READY=1");
+        return;
+    }
+    if (strcmp(ncfg.data_dir, cfg.data_dir) || strcmp(ncfg.user, cfg.user)
+        || strcmp(ncfg.group, cfg.group))
+        log_warn("reload: data_dir, user and group changes need a restart");
+    snprintf(ncfg.data_dir, sizeof ncfg.data_dir, "%s", cfg.data_dir);
+    snprintf(ncfg.user, sizeof ncfg.user, "%s", cfg.user);
+    snprintf(ncfg.group, sizeof ncfg.group, "%s", cfg.group);
+    tls_free(tls);
+    tls = nt;
+    cfg = ncfg;
+    struct auth_config ac = {
+        .hostname = cfg.hostname,
+        .allow_plaintext = cfg.allow_plaintext_auth,
+        .max_failures = cfg.max_auth_failures,
+        .failure_delay_ms = cfg.auth_failure_delay_ms,
+        .concurrency = cfg.auth_concurrency,
+        .secret = install_secret,
+        .secret_len = sizeof install_secret,
+    };
+    const char *e = NULL;
+    auth_global_init(&ac, &e);
+    log_info("reloaded configuration and certificates (listeners unchanged)");
+    sd_notify_msg("READY=1");
+}
+
+static void shutdown_children(void)
+{
+    for (unsigned i = 0; i < nkids; i++)
+        kill(kids[i].pid, SIGTERM);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (nkids) {
+        reap();
+        if (!nkids)
+            break;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec >= 10) {
+            for (unsigned i = 0; i < nkids; i++)
+                kill(kids[i].pid, SIGKILL);
+            usleep(100000);
+            reap();
+            break;
+        }
+        struct pollfd p = { .fd = sig_pipe[0], .events = POLLIN };
+        if (poll(&p, 1, 100) > 0) {
+            char b[64];
+            (void)!read(sig_pipe[0], b, sizeof b);
+        }
+    }
+}
+
+static int serve(void)
+{
+    if (pipe2(report_pipe, O_CLOEXEC) != 0 || pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_err("pipe: %s", strerror(errno));
+        return 1;
+    }
+    fcntl(report_pipe[0], F_SETFL, O_NONBLOCK);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = parent_sig;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+
+    time_t rotated = time(NULL);
+    log_info("ready: %u listener(s), Landlock %s", nlst,
+             confine_landlock_abi() ? "available" : "not available (chroot only)");
+    sd_notify_msg("READY=1");
+    struct pollfd pfd[MAX_LISTENERS + 2];
+    while (!got_term) {
+        unsigned n = 0;
+        for (unsigned i = 0; i < nlst; i++)
+            pfd[n++] = (struct pollfd){ .fd = lst[i].fd, .events = POLLIN };
+        pfd[n++] = (struct pollfd){ .fd = report_pipe[0], .events = POLLIN };
+        pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN };
+        int r = poll(pfd, n, 60000);
+        if (r < 0 && errno != EINTR) {
+            log_err("poll: %s", strerror(errno));
+            break;
+        }
+        if (pfd[n - 1].revents) {
+            char b[64];
+            while (read(sig_pipe[0], b, sizeof b) > 0)
+                ;
+        }
+        if (got_chld) {
+            got_chld = 0;
+            reap();
+        }
+        if (pfd[n - 2].revents)
+            read_reports();
+        if (got_hup) {
+            got_hup = 0;
+            reload();
+        }
+        if (got_term)
+            break;
+        time_t now = time(NULL);
+        if ((unsigned)(now - rotated) >= cfg.tls_ticket_rotate_s) {
+            if (tls_tickets_rotate() == 0)
+                rotated = now;
+        }
+        if (r > 0)
+            for (unsigned i = 0; i < nlst; i++)
+                if (pfd[i].revents & POLLIN)
+                    accept_one(&lst[i]);
+    }
+    sd_notify_msg("STOPPING=1");
+    log_info("shutting down: closing listeners, %u session(s) to end", nkids);
+    for (unsigned i = 0; i < nlst; i++)
+        close(lst[i].fd);
+    nlst = 0;
+    shutdown_children();
+    log_info("stopped");
+    return 0;
+}
+
+/* ---------- inetd mode ---------- */
+
+static int run_inetd(bool is_tls)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[64] = "inetd", desc[96] = "inetd";
+    if (getpeername(0, (struct sockaddr *)&ss, &sl) == 0)
+        addr_strings(&ss, sl, ip, sizeof ip, desc, sizeof desc);
+    int in = dup(0), out = dup(1);
+    int devnull = open("/dev/null", O_RDWR);
+    if (in < 0 || out < 0 || devnull < 0)
+        return 1;
+    /* Keep fds 0 and 1 away from anything that might print. */
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    close(devnull);
+    run_connection(in, out, is_tls, ip, desc, -1, 0);
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: cofferd [-c FILE] [-F] [--check-config] [--inetd [--tls]]\n");
+}
+
+int main(int argc, char **argv)
+{
+    bool check = false, inetd = false, inetd_tls = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") && i + 1 < argc)
+            cfg_path = argv[++i];
+        else if (!strcmp(argv[i], "-F"))
+            foreground = true;
+        else if (!strcmp(argv[i], "--check-config") || !strcmp(argv[i], "-t"))
+            check = true;
+        else if (!strcmp(argv[i], "--inetd"))
+            inetd = true;
+        else if (!strcmp(argv[i], "--tls"))
+            inetd_tls = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (inetd_tls && !inetd) {
+        usage();
+        return 2;
+    }
+    char err[1200];
+    if (cfg_load(cfg_path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "cofferd: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        if (prepare(true, err, sizeof err) != 0) {
+            fprintf(stderr, "cofferd: %s: %s\n", cfg_path, err);
+            return 1;
+        }
+        printf("cofferd: %s: configuration OK\n", cfg_path);
+        return 0;
+    }
+    log_open(inetd ? "cofferd" : "cofferd", cfg.log_syslog);
+    if (prepare(false, err, sizeof err) != 0) {
+        log_err("%s", err);
+        if (cfg.log_syslog)
+            fprintf(stderr, "cofferd: %s\n", err);
+        return 1;
+    }
+    if (inetd)
+        return run_inetd(inetd_tls);
+    if (open_listeners(err, sizeof err) != 0) {
+        log_err("%s", err);
+        if (cfg.log_syslog)
+            fprintf(stderr, "cofferd: %s\n", err);
+        return 1;
+    }
+    if (!foreground && !getenv("NOTIFY_SOCKET")) {
+        if (!cfg.log_syslog)
+            fprintf(stderr, "cofferd: log = stderr without -F: logging goes nowhere\n");
+        if (daemon(0, 0) != 0) {
+            log_err("daemon: %s", strerror(errno));
+            return 1;
+        }
+    }
+    return serve();
+}

@@ -1,0 +1,107 @@
+#include "server/confine.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/landlock.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ABI 1 rights: enough to forbid everything we never do. */
+#define LL_ALL (LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | \
+    LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | \
+    LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
+    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR | \
+    LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK | \
+    LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK | \
+    LANDLOCK_ACCESS_FS_MAKE_SYM)
+/* LMDB readers open data.mdb and lock.mdb (read-write) and may create
+ * lock.mdb. */
+#define LL_DIR (LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE | \
+    LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_MAKE_REG)
+
+int confine_landlock_abi(void)
+{
+#ifdef SYS_landlock_create_ruleset
+    long v = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    return v > 0 ? (int)v : 0;
+#else
+    return 0;
+#endif
+}
+
+static int add_path(int rfd, const char *path, uint64_t access)
+{
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct landlock_path_beneath_attr pb = { .allowed_access = access, .parent_fd = fd };
+    long r = syscall(SYS_landlock_add_rule, rfd, LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+    close(fd);
+    return r == 0 ? 0 : -1;
+}
+
+int confine_landlock(const char *dir, const char *urandom)
+{
+    if (confine_landlock_abi() < 1)
+        return 1;
+    struct landlock_ruleset_attr ra = { .handled_access_fs = LL_ALL };
+    int rfd = (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof ra, 0);
+    if (rfd < 0)
+        return -1;
+    int rc = -1;
+    if (add_path(rfd, dir, LL_DIR) != 0)
+        goto out;
+    if (urandom && add_path(rfd, urandom, LANDLOCK_ACCESS_FS_READ_FILE) != 0)
+        goto out;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        goto out;
+    if (syscall(SYS_landlock_restrict_self, rfd, 0) != 0)
+        goto out;
+    rc = 0;
+out:
+    close(rfd);
+    return rc;
+}
+
+int confine_process(const struct confine_opts *o, const char **root, const char **err)
+{
+    *err = NULL;
+    *root = o->data_dir;
+    if (o->chroot) {
+        if (chroot(o->data_dir) != 0 || chdir("/") != 0) {
+            *err = "chroot to data_dir failed";
+            return -1;
+        }
+        *root = "/";
+    } else if (chdir(o->data_dir) != 0) {
+        *err = "cannot enter data_dir";
+        return -1;
+    }
+    if (geteuid() == 0) {
+        if (setgroups(1, &o->gid) != 0 || setresgid(o->gid, o->gid, o->gid) != 0
+            || setresuid(o->uid, o->uid, o->uid) != 0) {
+            *err = "cannot switch to the configured user/group";
+            return -1;
+        }
+        if (o->uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+            *err = "privileges could be regained";
+            return -1;
+        }
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        *err = "PR_SET_NO_NEW_PRIVS failed";
+        return -1;
+    }
+    struct rlimit zero = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &zero);    /* no core file with a password in it */
+    setrlimit(RLIMIT_NPROC, &zero);   /* a session never forks */
+    if (o->max_files) {
+        struct rlimit nf = { o->max_files, o->max_files };
+        setrlimit(RLIMIT_NOFILE, &nf);
+    }
+    return 0;
+}

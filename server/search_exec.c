@@ -1,0 +1,473 @@
+/* search_exec.c — evaluate a SEARCH program over a mailbox view.
+ *
+ * Every node is evaluated on the set of messages still in question (a
+ * bitmap over the view), and AND evaluates its cheap children first: flag,
+ * date, size and set keys come from the msg_ref records; SENT* needs the
+ * msginfo record; text keys go last, so they only ever look at survivors.
+ * A text key asks the trigram index for candidates among those survivors
+ * (streaming each posting list, leapfrogging between it and the sorted
+ * candidates) and confirms each candidate against its decoded text. Flag
+ * keys therefore narrow an index query, never replace it by a scan
+ * (UNDELETED BODY x, Thunderbird's default, costs what BODY x costs). */
+#include <stdlib.h>
+#include <string.h>
+#include <lmdb.h>
+#include "server/search_exec.h"
+#include "proto/mailtext.h"
+#include "proto/msginfo.h"
+#include "proto/search_prog.h"
+#include "store/index_read.h"
+
+#define DAY 86400
+
+struct cand {
+    uint64_t msgnum;
+    size_t idx;
+};
+
+struct ex {
+    struct inst *in;
+    const struct search_view *v;
+    struct msg_ref *refs;
+    uint8_t *have;               /* refs[i] valid */
+    int64_t *sentday;
+    uint8_t *sent_done;
+    struct mailtext mt;
+    struct buf hdr;
+    const char **err;
+    MDB_txn *txn;
+    const struct index_dbs *dbs;
+    size_t walk_pos;
+};
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static int walk_cb(void *ctx, const struct msg_ref *m)
+{
+    struct ex *x = ctx;
+    const struct search_view *v = x->v;
+    while (x->walk_pos < v->n && v->uids[x->walk_pos] < m->uid)
+        x->walk_pos++;
+    if (x->walk_pos >= v->n)
+        return 1;
+    if (v->uids[x->walk_pos] == m->uid) {
+        x->refs[x->walk_pos] = *m;
+        x->have[x->walk_pos] = 1;
+        x->walk_pos++;
+    }
+    return x->walk_pos >= v->n;
+}
+
+static int get_info(struct ex *x, uint64_t msgnum, struct msginfo *mi)
+{
+    const void *d;
+    size_t len;
+    const char *e;
+    int rc = inst_msg_info(x->in, msgnum, &d, &len);
+    if (rc) {
+        *x->err = "cannot read a message's MIME record";
+        return rc;
+    }
+    if (msginfo_open(mi, d, len, &e) != 0) {
+        *x->err = "a message's MIME record is outdated or corrupt: run `coffer reindex`";
+        return STORE_ECORRUPT;
+    }
+    return STORE_OK;
+}
+
+static int sent_day(struct ex *x, size_t i, int64_t *day)
+{
+    if (!x->sent_done[i]) {
+        struct msginfo mi;
+        int rc = get_info(x, x->refs[i].msgnum, &mi);
+        if (rc)
+            return rc;
+        /* no (valid) Date: counts as 1970-01-01, as Dovecot (see COMPATIBILITY) */
+        x->sentday[i] = mi.sent_date == INT64_MIN ? 0
+                      : floor_div(mi.sent_date + (int64_t)mi.sent_tz * 60, DAY);
+        x->sent_done[i] = 1;
+    }
+    *day = x->sentday[i];
+    return STORE_OK;
+}
+
+struct rd_sink {
+    struct buf *out;
+    int rc;
+};
+
+static int sink_cb(void *ctx, const void *p, size_t n)
+{
+    struct rd_sink *s = ctx;
+    if (buf_append(s->out, p, n)) {
+        s->rc = STORE_EIO;
+        return 1;
+    }
+    return 0;
+}
+
+struct rd_ctx {
+    struct inst *in;
+    uint64_t msgnum;
+};
+
+static int read_cb(void *ctx, uint64_t off, uint64_t len, struct buf *out)
+{
+    struct rd_ctx *r = ctx;
+    struct rd_sink s = { out, 0 };
+    if (len == 0)
+        return 0;
+    int rc = inst_msg_read(r->in, r->msgnum, off, len, sink_cb, &s);
+    return rc ? rc : s.rc;
+}
+
+static int cost(const struct search_node *n)
+{
+    int c = 0;
+    switch (n->type) {
+    case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE:
+        return 1;
+    case SK_BODY: case SK_TEXT: case SK_HEADER:
+        return 2;
+    case SK_AND: case SK_OR: case SK_NOT:
+        for (size_t i = 0; i < n->nkids; i++)
+            if (cost(n->kids[i]) > c)
+                c = cost(n->kids[i]);
+        return c;
+    default:
+        return 0;
+    }
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->msgnum != y->msgnum)
+        return x->msgnum < y->msgnum ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Keep the candidates whose msgnum is in the postings of tri in field f1
+ * (or f2, when f2 >= 0). */
+static int filter_tri(struct ex *x, int f1, int f2, const unsigned char *tri,
+                      struct cand *c, size_t *m)
+{
+    struct ix_cursor c1, c2;
+    int rc = ix_cursor_open(x->txn, x->dbs, f1, tri, &c1);
+    if (rc)
+        return rc;
+    if (f2 >= 0 && (rc = ix_cursor_open(x->txn, x->dbs, f2, tri, &c2))) {
+        ix_cursor_close(&c1);
+        return rc;
+    }
+    size_t i = 0, o = 0, n = *m;
+    while (i < n) {
+        uint64_t t = c[i].msgnum, v1 = UINT64_MAX, v2 = UINT64_MAX, v;
+        int r = ix_cursor_seek(&c1, t, &v1);
+        if (r < 0) { rc = r; break; }
+        if (r == 0) v1 = UINT64_MAX;
+        if (f2 >= 0) {
+            r = ix_cursor_seek(&c2, t, &v2);
+            if (r < 0) { rc = r; break; }
+            if (r == 0) v2 = UINT64_MAX;
+        }
+        v = v1 < v2 ? v1 : v2;
+        if (v == UINT64_MAX)
+            break;
+        if (v == t) {
+            while (i < n && c[i].msgnum == t)
+                c[o++] = c[i++];
+            continue;
+        }
+        /* leapfrog: skip candidates below v */
+        size_t lo = i, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (c[mid].msgnum < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        i = lo;
+    }
+    ix_cursor_close(&c1);
+    if (f2 >= 0)
+        ix_cursor_close(&c2);
+    if (rc == STORE_ECORRUPT)
+        *x->err = "text index is corrupt: run `coffer verify` and `coffer reindex`";
+    else if (rc)
+        *x->err = "cannot read the text index";
+    *m = o;
+    return rc;
+}
+
+static int confirm(struct ex *x, const struct search_node *n, size_t i, bool *match)
+{
+    struct msginfo mi;
+    struct rd_ctx rc_ = { x->in, x->refs[i].msgnum };
+    int rc = get_info(x, x->refs[i].msgnum, &mi);
+    if (rc)
+        return rc;
+    *match = false;
+    if (n->type == SK_HEADER && (n->field == MT__N || n->exists_only)) {
+        struct msginfo_part p;
+        if (msginfo_part(&mi, 0, &p) != 0) {
+            *x->err = "corrupt MIME record";
+            return STORE_ECORRUPT;
+        }
+        buf_reset(&x->hdr);
+        if ((rc = read_cb(&rc_, p.hdr_off, p.hdr_len, &x->hdr))) {
+            *x->err = "cannot read message";
+            return rc;
+        }
+        struct buf vals;
+        bool present;
+        buf_init(&vals, 256u * 1024u * 1024u);
+        const char *name = n->hname;
+        static const char *const names[] = { [MT_FROM] = "From", [MT_TO] = "To",
+            [MT_CC] = "Cc", [MT_BCC] = "Bcc", [MT_SUBJECT] = "Subject", [MT_MSGID] = "Message-ID" };
+        if (!name)
+            name = names[n->field];
+        rc = mailtext_field(x->hdr.data, x->hdr.len, name,
+                            n->hname == NULL && n->field == MT_SUBJECT, &vals, &present);
+        if (rc == 0)
+            *match = present && (n->exists_only || mailtext_contains(&vals, n->key, n->klen));
+        buf_free(&vals);
+        if (rc)
+            *x->err = "out of memory";
+        return rc ? STORE_EIO : STORE_OK;
+    }
+    int f = n->type == SK_BODY ? MT_BODY : n->type == SK_TEXT ? MT_TEXT : n->field;
+    int read_rc = 0;
+    if (mailtext_build(&mi, read_cb, &rc_, MT_BIT(f), &x->mt, &read_rc, x->err) != 0)
+        return read_rc ? read_rc : STORE_EIO;
+    *match = mailtext_contains(&x->mt.f[f], n->key, n->klen);
+    return STORE_OK;
+}
+
+static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
+{
+    size_t nv = x->v->n;
+    memset(R, 0, nv);
+    if ((n->type == SK_BODY || n->type == SK_TEXT) && n->exists_only) {
+        for (size_t i = 0; i < nv; i++)
+            R[i] = S[i] && x->have[i];
+        return STORE_OK;
+    }
+    if (n->klen == 0 && !n->exists_only)
+        return STORE_OK;          /* folded to nothing: matches nothing */
+    struct cand *c = malloc((nv ? nv : 1) * sizeof *c);
+    if (!c) {
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < nv; i++)
+        if (S[i] && x->have[i])
+            c[m++] = (struct cand){ x->refs[i].msgnum, i };
+    int rc = STORE_OK;
+    if (m > 0 && n->klen >= 3 && !n->exists_only && x->dbs) {
+        int f1, f2 = -1;
+        if (n->type == SK_BODY)
+            f1 = MT_BODY;
+        else if (n->type == SK_TEXT)
+            f1 = MT_HDR, f2 = MT_BODY;
+        else if (n->field == MT__N)
+            f1 = MT_HDR;
+        else
+            f1 = n->field;
+        qsort(c, m, sizeof *c, cand_cmp);
+        /* distinct trigrams of the key, each narrowing the candidates */
+        for (size_t k = 0; k + 2 < n->klen && m > 0 && rc == STORE_OK; k++) {
+            bool dup = false;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = memcmp(n->key + j, n->key + k, 3) == 0;
+            if (!dup)
+                rc = filter_tri(x, f1, f2, n->key + k, c, &m);
+        }
+    }
+    for (size_t j = 0; j < m && rc == STORE_OK; j++) {
+        bool match;
+        if (j > 0 && c[j].msgnum == c[j - 1].msgnum) {
+            R[c[j].idx] = R[c[j - 1].idx];
+            continue;
+        }
+        rc = confirm(x, n, c[j].idx, &match);
+        if (rc == STORE_OK)
+            R[c[j].idx] = match;
+    }
+    free(c);
+    return rc;
+}
+
+static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R);
+
+static int eval_and(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
+{
+    size_t nv = x->v->n;
+    uint8_t *tmp = malloc(nv ? nv : 1);
+    if (!tmp) {
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    memcpy(R, S, nv);
+    int rc = STORE_OK;
+    for (int cls = 0; cls <= 2 && rc == STORE_OK; cls++) {
+        for (size_t k = 0; k < n->nkids && rc == STORE_OK; k++) {
+            if (cost(n->kids[k]) != cls)
+                continue;
+            rc = eval(x, n->kids[k], R, tmp);
+            memcpy(R, tmp, nv);
+        }
+    }
+    free(tmp);
+    return rc;
+}
+
+static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
+{
+    size_t nv = x->v->n;
+    int rc = STORE_OK;
+    switch (n->type) {
+    case SK_AND:
+        return eval_and(x, n, S, R);
+    case SK_OR: {
+        uint8_t *rest = malloc(nv ? nv : 1), *b = malloc(nv ? nv : 1);
+        if (!rest || !b) {
+            free(rest);
+            free(b);
+            *x->err = "out of memory";
+            return STORE_EIO;
+        }
+        /* cheaper side first; the other only sees what is left */
+        const struct search_node *k0 = n->kids[0], *k1 = n->kids[1];
+        if (cost(k1) < cost(k0)) {
+            k0 = n->kids[1];
+            k1 = n->kids[0];
+        }
+        rc = eval(x, k0, S, R);
+        if (rc == STORE_OK) {
+            for (size_t i = 0; i < nv; i++)
+                rest[i] = S[i] && !R[i];
+            rc = eval(x, k1, rest, b);
+            for (size_t i = 0; i < nv; i++)
+                R[i] = R[i] || b[i];
+        }
+        free(rest);
+        free(b);
+        return rc;
+    }
+    case SK_NOT:
+        rc = eval(x, n->kids[0], S, R);
+        for (size_t i = 0; i < nv; i++)
+            R[i] = S[i] && x->have[i] && !R[i];
+        return rc;
+    case SK_BODY: case SK_TEXT: case SK_HEADER:
+        return eval_text(x, n, S, R);
+    default:
+        break;
+    }
+    struct seqset set = { 0 };
+    if (n->type == SK_SEQ || n->type == SK_UID) {
+        set.n = n->set.n;
+        set.r = malloc((set.n ? set.n : 1) * sizeof *set.r);
+        if (!set.r) {
+            *x->err = "out of memory";
+            return STORE_EIO;
+        }
+        memcpy(set.r, n->set.r, set.n * sizeof *set.r);
+        uint32_t star = n->type == SK_SEQ ? (uint32_t)nv : nv ? x->v->uids[nv - 1] : 0;
+        seqset_resolve(&set, star);
+    }
+    for (size_t i = 0; i < nv && rc == STORE_OK; i++) {
+        R[i] = 0;
+        if (!S[i] || !x->have[i])
+            continue;
+        const struct msg_ref *m = &x->refs[i];
+        int64_t day = floor_div(m->internaldate, DAY), sd = 0;
+        bool r = false;
+        switch (n->type) {
+        case SK_ALL: r = true; break;
+        case SK_NONE: r = false; break;
+        case SK_FLAG: r = (m->flags & n->flags) == n->flags; break;
+        case SK_UNFLAG: r = (m->flags & n->flags) == 0; break;
+        case SK_SEQ: r = seqset_contains(&set, (uint32_t)(i + 1)); break;
+        case SK_UID: r = seqset_contains(&set, m->uid); break;
+        case SK_SAVED:
+            if (x->v->saved) {
+                size_t lo = 0, hi = x->v->nsaved;
+                while (lo < hi) {
+                    size_t mid = (lo + hi) / 2;
+                    if (x->v->saved[mid] < m->uid) lo = mid + 1; else hi = mid;
+                }
+                r = lo < x->v->nsaved && x->v->saved[lo] == m->uid;
+            }
+            break;
+        /* INTERNALDATE's day in UTC, as Dovecot on a UTC host (COMPATIBILITY) */
+        case SK_BEFORE: r = day < n->num; break;
+        case SK_ON: r = day == n->num; break;
+        case SK_SINCE: r = day >= n->num; break;
+        case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE:
+            rc = sent_day(x, i, &sd);
+            r = n->type == SK_SENTBEFORE ? sd < n->num : n->type == SK_SENTON ? sd == n->num
+                                                                           : sd >= n->num;
+            break;
+        case SK_LARGER: r = m->size > (uint64_t)n->num; break;
+        case SK_SMALLER: r = m->size < (uint64_t)n->num; break;
+        default: break;
+        }
+        R[i] = r;
+    }
+    free(set.r);
+    return rc;
+}
+
+int search_exec(struct inst *in, const struct search_view *v,
+                const struct search_prog *p, uint8_t *match, const char **err)
+{
+    struct ex x = { .in = in, .v = v, .err = err };
+    size_t nv = v->n;
+    static const char *dummy;
+    if (!err)
+        x.err = &dummy;
+    memset(match, 0, nv);
+    if (nv == 0)
+        return STORE_OK;
+    x.txn = inst_txn(in);
+    x.dbs = inst_index_dbs(in);
+    x.refs = calloc(nv, sizeof *x.refs);
+    x.have = calloc(nv, 1);
+    x.sentday = calloc(nv, sizeof *x.sentday);
+    x.sent_done = calloc(nv, 1);
+    uint8_t *S = malloc(nv);
+    int rc = STORE_OK;
+    mailtext_init(&x.mt);
+    buf_init(&x.hdr, 64u * 1024u * 1024u);
+    if (!x.txn || !x.refs || !x.have || !x.sentday || !x.sent_done || !S) {
+        *x.err = x.txn ? "out of memory" : "no read transaction";
+        rc = STORE_EIO;
+        goto out;
+    }
+    rc = inst_msgs_walk(in, v->mbox_id, v->uids[0], walk_cb, &x);
+    if (rc < 0) {
+        *x.err = "cannot read the mailbox";
+        goto out;
+    }
+    rc = STORE_OK;
+    for (size_t i = 0; i < nv; i++)
+        S[i] = x.have[i];
+    rc = eval(&x, p->root, S, match);
+out:
+    mailtext_free(&x.mt);
+    buf_free(&x.hdr);
+    free(x.refs);
+    free(x.have);
+    free(x.sentday);
+    free(x.sent_done);
+    free(S);
+    return rc;
+}

@@ -1,0 +1,579 @@
+/* inst.c — instance env: open/close, read transactions, and the read API
+ * cofferd uses (mailboxes, messages, msginfo, canonical partial reads). */
+#include "store/admin.h"
+#include "store/store_int.h"
+#include "proto/canon.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+const char *const store_db_names[DB__N] = {
+    "meta", "users", "grants", "mboxes", "mboxid", "mmsg", "hash",
+    "msg", "blob", "info", "src", "fromln",
+};
+
+MDB_txn *inst_cur_txn(struct inst *in)
+{
+    if (in->wr)
+        return in->wr;
+    if (!in->rd_active && inst_rd_begin(in) != STORE_OK)
+        return NULL;
+    return in->rd;
+}
+
+MDB_txn *inst_txn(struct inst *in) { return inst_cur_txn(in); }
+
+const struct index_dbs *inst_index_dbs(struct inst *in)
+{
+    return in->have_index ? &in->idx : NULL;
+}
+
+int inst_open_dbs(struct inst *in, MDB_txn *txn, bool create, const char **err)
+{
+    for (int i = 0; i < DB__N; i++) {
+        int rc = mdb_dbi_open(txn, store_db_names[i], create ? MDB_CREATE : 0, &in->dbi[i]);
+        if (rc) {
+            if (rc == MDB_NOTFOUND) {
+                *err = store_seterr("instance '%s' lacks database '%s': "
+                                    "run `coffer upgrade` (or `coffer verify`)",
+                                    in->id, store_db_names[i]);
+                return STORE_EVERSION;
+            }
+            return store_mdb_err(rc, "open database", err);
+        }
+    }
+#if STORE_HAVE_INDEX
+    if (index_open(txn, create, &in->idx, err) != 0) {
+        if (!create) {
+            in->have_index = false;   /* reader: serve without the index */
+            return STORE_OK;
+        }
+        return STORE_EIO;
+    }
+    in->have_index = true;
+#endif
+    return STORE_OK;
+}
+
+int meta_get_u64(struct inst *in, MDB_txn *txn, const char *key, uint64_t *v)
+{
+    MDB_val k = {strlen(key), (void *)key}, d;
+    int rc = mdb_get(txn, in->dbi[DB_META], &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        *v = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (d.mv_size != 8)
+        return MDB_CORRUPTED;
+    *v = get_be64(d.mv_data);
+    return 0;
+}
+
+int meta_put_u64(struct inst *in, MDB_txn *txn, const char *key, uint64_t v)
+{
+    unsigned char b[8];
+    put_be64(b, v);
+    MDB_val k = {strlen(key), (void *)key}, d = {8, b};
+    return mdb_put(txn, in->dbi[DB_META], &k, &d, 0);
+}
+
+static int inst_open2(const struct store_cfg *cfg, const char *id, bool writable,
+                      bool create, bool any_schema, struct inst **out, const char **err)
+{
+    const char *e = NULL;
+    if (!err)
+        err = &e;
+    if (!store_id_valid(id)) {
+        *err = store_seterr("invalid instance id '%s'", id);
+        return STORE_EINVAL;
+    }
+    struct inst *in = calloc(1, sizeof *in);
+    if (!in) {
+        *err = "out of memory";
+        return STORE_EIO;
+    }
+    in->lockfd = -1;
+    in->writable = writable;
+    snprintf(in->id, sizeof in->id, "%s", id);
+    snprintf(in->dir, sizeof in->dir, "%s/instances/%s", cfg->data_dir, id);
+    int rc;
+    if (writable) {
+        if (create && store_mkdir_p(in->dir, 0750)) {
+            *err = store_seterr("cannot create %s: %s", in->dir, strerror(errno));
+            free(in);
+            return STORE_EIO;
+        }
+        if (!create && access(in->dir, F_OK)) {
+            *err = store_seterr("instance '%s' has no store at %s", id, in->dir);
+            free(in);
+            return STORE_ENOTFOUND;
+        }
+        if ((rc = store_lock(in->dir, &in->lockfd, err))) {
+            free(in);
+            return rc;
+        }
+    }
+    rc = store_env_open(in->dir, cfg, writable, create, &in->env, err);
+    if (rc) {
+        store_unlock(&in->lockfd);
+        free(in);
+        return rc;
+    }
+    MDB_txn *txn;
+    if (writable) {
+        int dead;
+        mdb_reader_check(in->env, &dead);
+    }
+    if ((rc = store_txn_begin(in->env, !writable, &txn))) {
+        rc = store_mdb_err(rc, "begin transaction", err);
+        inst_close(in);
+        return rc;
+    }
+    rc = inst_open_dbs(in, txn, writable, err);
+    uint64_t schema = 0;
+    if (!rc) {
+        int m = meta_get_u64(in, txn, "schema", &schema);
+        if (!m && schema == 0 && create)
+            m = meta_put_u64(in, txn, "schema", STORE_SCHEMA_VERSION);
+        else if (!m && !any_schema && schema != STORE_SCHEMA_VERSION) {
+            *err = store_seterr("instance '%s' has store schema %llu, this Coffer uses %d: %s",
+                                id, (unsigned long long)schema, STORE_SCHEMA_VERSION,
+                                schema < STORE_SCHEMA_VERSION ? "run `coffer upgrade`"
+                                : "upgrade Coffer");
+            rc = STORE_EVERSION;
+        }
+        if (m)
+            rc = store_mdb_err(m, "meta", err);
+    }
+    if (!rc) {
+        int c = mdb_txn_commit(txn);
+        if (c)
+            rc = store_mdb_err(c, "commit", err);
+    } else {
+        mdb_txn_abort(txn);
+    }
+    if (rc) {
+        inst_close(in);
+        return rc;
+    }
+    in->scratch = calloc(2, sizeof(struct buf));
+    if (!in->scratch) {
+        inst_close(in);
+        *err = "out of memory";
+        return STORE_EIO;
+    }
+    buf_init(&in->scratch[0], STORE_MSG_MAX);
+    buf_init(&in->scratch[1], STORE_MSG_MAX);
+    *out = in;
+    return STORE_OK;
+}
+
+int inst_open(const struct store_cfg *cfg, const char *id, bool writable, struct inst **out,
+              const char **err)
+{
+    return inst_open2(cfg, id, writable, false, false, out, err);
+}
+
+int inst_open_create(const struct store_cfg *cfg, const char *id, struct inst **out,
+                     const char **err);
+int inst_open_create(const struct store_cfg *cfg, const char *id, struct inst **out,
+                     const char **err)
+{
+    return inst_open2(cfg, id, true, true, false, out, err);
+}
+
+int inst_open_any_schema(const struct store_cfg *cfg, const char *id, struct inst **out,
+                         const char **err);
+int inst_open_any_schema(const struct store_cfg *cfg, const char *id, struct inst **out,
+                         const char **err)
+{
+    return inst_open2(cfg, id, true, false, true, out, err);
+}
+
+void inst_close(struct inst *in)
+{
+    if (!in)
+        return;
+    if (in->wr)
+        mdb_txn_abort(in->wr);
+    if (in->rd)
+        mdb_txn_abort(in->rd);
+    if (in->env)
+        mdb_env_close(in->env);
+    store_unlock(&in->lockfd);
+    if (in->scratch) {
+        buf_free(&in->scratch[0]);
+        buf_free(&in->scratch[1]);
+        free(in->scratch);
+    }
+    free(in);
+}
+
+int inst_rd_begin(struct inst *in)
+{
+    if (in->wr)
+        return STORE_OK;
+    if (in->rd_active)
+        inst_rd_end(in);
+    int rc = MDB_BAD_TXN;
+    if (in->rd) {
+        rc = mdb_txn_renew(in->rd);
+        if (rc) {
+            mdb_txn_abort(in->rd);
+            in->rd = NULL;
+        }
+    }
+    if (!in->rd)
+        rc = store_txn_begin(in->env, true, &in->rd);
+    if (rc) {
+        in->rd = NULL;
+        return store_mdb_err(rc, "read transaction", NULL);
+    }
+    in->rd_active = true;
+    return STORE_OK;
+}
+
+void inst_rd_end(struct inst *in)
+{
+    if (in->rd && in->rd_active)
+        mdb_txn_reset(in->rd);
+    in->rd_active = false;
+}
+
+uint64_t inst_snapshot_id(struct inst *in)
+{
+    MDB_txn *t = inst_cur_txn(in);
+    return t ? (uint64_t)mdb_txn_id(t) : 0;
+}
+
+/* ---- record codecs ---- */
+
+void mbox_rec_encode(unsigned char b[MBOX_REC_LEN], const struct mbox_rec *m)
+{
+    put_be32(b, m->id);
+    put_be32(b + 4, m->uidvalidity);
+    put_be32(b + 8, m->uidnext);
+    put_be32(b + 12, m->messages);
+    put_be32(b + 16, m->unseen);
+    put_be64(b + 20, m->size);
+    put_be32(b + 28, m->special_use);
+    put_be32(b + 32, crc32c(0, b, 32));
+}
+
+int mbox_rec_decode(const void *data, size_t len, struct mbox_rec *m)
+{
+    const unsigned char *b = data;
+    if (len != MBOX_REC_LEN || get_be32(b + 32) != crc32c(0, b, 32))
+        return STORE_ECORRUPT;
+    m->id = get_be32(b);
+    m->uidvalidity = get_be32(b + 4);
+    m->uidnext = get_be32(b + 8);
+    m->messages = get_be32(b + 12);
+    m->unseen = get_be32(b + 16);
+    m->size = get_be64(b + 20);
+    m->special_use = get_be32(b + 28);
+    return STORE_OK;
+}
+
+void mmsg_rec_encode(unsigned char b[MMSG_REC_LEN], const struct msg_ref *m)
+{
+    put_be32(b, m->flags);
+    put_be64(b + 4, m->msgnum);
+    put_be64(b + 12, (uint64_t)m->internaldate);
+    put_be32(b + 20, (uint32_t)m->internal_tz);
+    put_be64(b + 24, m->size);
+    put_be32(b + 32, crc32c(0, b, 32));
+}
+
+int mmsg_rec_decode(const void *data, size_t len, uint32_t uid, struct msg_ref *m)
+{
+    const unsigned char *b = data;
+    if (len != MMSG_REC_LEN || get_be32(b + 32) != crc32c(0, b, 32))
+        return STORE_ECORRUPT;
+    m->uid = uid;
+    m->flags = get_be32(b);
+    m->msgnum = get_be64(b + 4);
+    m->internaldate = (int64_t)get_be64(b + 12);
+    m->internal_tz = (int32_t)get_be32(b + 20);
+    m->size = get_be64(b + 24);
+    return STORE_OK;
+}
+
+int msg_rec_decode(const void *data, size_t len, struct msg_rec *m)
+{
+    const unsigned char *b = data;
+    if (len < MSG_REC_HDR + 4 || b[0] != 1 || get_be32(b + len - 4) != crc32c(0, b, len - 4))
+        return STORE_ECORRUPT;
+    memcpy(m->sha, b + 1, 32);
+    m->refcount = get_be64(b + 33);
+    m->raw_size = get_be64(b + 41);
+    m->canon_size = get_be64(b + 49);
+    m->nchunks = get_be32(b + 57);
+    if ((uint64_t)m->nchunks * MSG_CHUNK_ENT + MSG_REC_HDR + 4 != len)
+        return STORE_ECORRUPT;
+    m->chunks = b + MSG_REC_HDR;
+    return STORE_OK;
+}
+
+void msg_rec_chunk(const struct msg_rec *m, uint32_t i, struct msg_chunk *c)
+{
+    const unsigned char *p = m->chunks + (size_t)i * MSG_CHUNK_ENT;
+    c->raw_len = get_be32(p);
+    c->canon_off = get_be64(p + 4);
+    c->canon_len = get_be32(p + 12);
+    c->prev_cr = p[16];
+    c->stored_len = get_be32(p + 17);
+}
+
+/* ---- mailboxes ---- */
+
+static int owner_key(const char *owner, const char *name, char *k, size_t cap, size_t *klen)
+{
+    size_t ol = strlen(owner), nl = name ? strlen(name) : 0;
+    if (ol + 1 + nl > cap || ol + 1 + nl > 511)
+        return STORE_EINVAL;
+    memcpy(k, owner, ol);
+    k[ol] = 0;
+    if (nl)
+        memcpy(k + ol + 1, name, nl);
+    *klen = ol + 1 + nl;
+    return STORE_OK;
+}
+
+int inst_mbox_list(struct inst *in, const char *owner,
+                   int (*cb)(void *ctx, const char *name, const struct mbox_rec *m), void *ctx)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    char key[512];
+    size_t kl;
+    if (owner_key(owner, NULL, key, sizeof key, &kl))
+        return STORE_EINVAL;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, in->dbi[DB_MBOXES], &c);
+    if (rc)
+        return store_mdb_err(rc, "mailboxes", NULL);
+    MDB_val k = {kl, key}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !rc;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < kl || memcmp(k.mv_data, key, kl))
+            break;
+        struct mbox_rec m;
+        char name[STORE_MBOX_MAX + 1];
+        size_t nl = k.mv_size - kl;
+        if (nl > STORE_MBOX_MAX || mbox_rec_decode(v.mv_data, v.mv_size, &m)) {
+            ret = STORE_ECORRUPT;
+            break;
+        }
+        memcpy(name, (char *)k.mv_data + kl, nl);
+        name[nl] = 0;
+        if ((ret = cb(ctx, name, &m)))
+            break;
+    }
+    mdb_cursor_close(c);
+    return ret;
+}
+
+int inst_mbox_get(struct inst *in, const char *owner, const char *name, struct mbox_rec *out)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    char key[512];
+    size_t kl;
+    if (owner_key(owner, name, key, sizeof key, &kl))
+        return STORE_ENOTFOUND;
+    MDB_val k = {kl, key}, v;
+    int rc = mdb_get(txn, in->dbi[DB_MBOXES], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc)
+        return store_mdb_err(rc, "mailbox", NULL);
+    return mbox_rec_decode(v.mv_data, v.mv_size, out);
+}
+
+/* ---- messages ---- */
+
+int inst_msgs_walk(struct inst *in, uint32_t mbox_id, uint32_t from_uid,
+                   int (*cb)(void *ctx, const struct msg_ref *m), void *ctx)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    unsigned char key[8];
+    put_be32(key, mbox_id);
+    put_be32(key + 4, from_uid);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, in->dbi[DB_MMSG], &c);
+    if (rc)
+        return store_mdb_err(rc, "mailbox messages", NULL);
+    MDB_val k = {8, key}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !rc;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || get_be32(k.mv_data) != mbox_id)
+            break;
+        struct msg_ref m;
+        if (mmsg_rec_decode(v.mv_data, v.mv_size, get_be32((unsigned char *)k.mv_data + 4), &m)) {
+            ret = STORE_ECORRUPT;
+            break;
+        }
+        if ((ret = cb(ctx, &m)))
+            break;
+    }
+    mdb_cursor_close(c);
+    return ret;
+}
+
+int inst_msg_get(struct inst *in, uint32_t mbox_id, uint32_t uid, struct msg_ref *out)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    unsigned char key[8];
+    put_be32(key, mbox_id);
+    put_be32(key + 4, uid);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, in->dbi[DB_MMSG], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc)
+        return store_mdb_err(rc, "mailbox message", NULL);
+    return mmsg_rec_decode(v.mv_data, v.mv_size, uid, out);
+}
+
+int inst_msg_info(struct inst *in, uint64_t msgnum, const void **data, size_t *len)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, in->dbi[DB_INFO], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc)
+        return store_mdb_err(rc, "msginfo", NULL);
+    const unsigned char *b = v.mv_data;
+    if (v.mv_size < 8 || get_be32(b + 4) != crc32c(0, b + 8, v.mv_size - 8)) {
+        fprintf(stderr, "coffer: instance %s: msginfo of message %llu fails its CRC32C\n",
+                in->id, (unsigned long long)msgnum);
+        return STORE_ECORRUPT;
+    }
+    *data = b + 8;
+    *len = v.mv_size - 8;
+    return STORE_OK;
+}
+
+static int get_msg_rec(struct inst *in, MDB_txn *txn, uint64_t msgnum, struct msg_rec *m)
+{
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, in->dbi[DB_MSG], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc)
+        return store_mdb_err(rc, "message", NULL);
+    return msg_rec_decode(v.mv_data, v.mv_size, m);
+}
+
+/* Decompress chunk i of a message into in->scratch[0]. */
+static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
+                      const struct msg_chunk *c)
+{
+    unsigned char key[12];
+    put_be64(key, msgnum);
+    put_be32(key + 8, i);
+    MDB_val k = {12, key}, v;
+    int rc = mdb_get(txn, in->dbi[DB_BLOB], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ECORRUPT;   /* the message record names it */
+    if (rc)
+        return store_mdb_err(rc, "blob", NULL);
+    struct buf *b = &in->scratch[0];
+    buf_reset(b);
+    if (v.mv_size != c->stored_len || buf_reserve(b, c->raw_len))
+        return STORE_ECORRUPT;
+    size_t n = ZSTD_decompress(b->data, c->raw_len, v.mv_data, v.mv_size);
+    if (ZSTD_isError(n) || n != c->raw_len)
+        return STORE_ECORRUPT;
+    b->len = n;
+    return STORE_OK;
+}
+
+int inst_msg_raw(struct inst *in, uint64_t msgnum,
+                 int (*sink)(void *ctx, const void *p, size_t n), void *ctx)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    struct msg_rec m;
+    int rc = get_msg_rec(in, txn, msgnum, &m);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < m.nchunks; i++) {
+        struct msg_chunk c;
+        msg_rec_chunk(&m, i, &c);
+        if ((rc = load_chunk(in, txn, msgnum, i, &c)))
+            return rc;
+        if ((rc = sink(ctx, in->scratch[0].data, in->scratch[0].len)))
+            return rc;
+    }
+    return STORE_OK;
+}
+
+int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
+                  int (*sink)(void *ctx, const void *p, size_t n), void *ctx)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    struct msg_rec m;
+    int rc = get_msg_rec(in, txn, msgnum, &m);
+    if (rc)
+        return rc;
+    if (off >= m.canon_size)
+        return STORE_OK;
+    if (len > m.canon_size - off)
+        len = m.canon_size - off;
+    uint64_t end = off + len;
+    /* Binary search would do for huge tables; 4096 chunks = 1 GiB, so a
+     * linear scan of the in-memory table is cheap next to decompression. */
+    for (uint32_t i = 0; i < m.nchunks && off < end; i++) {
+        struct msg_chunk c;
+        msg_rec_chunk(&m, i, &c);
+        uint64_t cs = c.canon_off, ce = c.canon_off + c.canon_len;
+        if (ce <= off)
+            continue;
+        if (cs >= end)
+            break;
+        if ((rc = load_chunk(in, txn, msgnum, i, &c)))
+            return rc;
+        const unsigned char *p = in->scratch[0].data;
+        size_t n = in->scratch[0].len;
+        if (c.canon_len != c.raw_len) {
+            struct buf *cb = &in->scratch[1];
+            int pcr = c.prev_cr;
+            buf_reset(cb);
+            if (canon_append(cb, p, n, &pcr) || cb->len != c.canon_len)
+                return STORE_ECORRUPT;
+            p = cb->data;
+            n = cb->len;
+        }
+        uint64_t s = off - cs;
+        uint64_t e = (end < ce ? end : ce) - cs;
+        if ((rc = sink(ctx, p + s, (size_t)(e - s))))
+            return rc;
+        off = cs + e;
+    }
+    return STORE_OK;
+}

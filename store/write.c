@@ -1,0 +1,476 @@
+/* write.c — the writer primitives: batches, mailboxes, adding a message
+ * (hash, dedup, zstd frames + chunk table, msginfo, text index). */
+#include "store/admin.h"
+#include "store/store_int.h"
+#include "proto/canon.h"
+#include "proto/msginfo.h"
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <zstd.h>
+
+#define ZSTD_LEVEL 3
+
+int inst_wr_begin(struct inst *in, const char **err)
+{
+    const char *e;
+    if (!err)
+        err = &e;
+    if (!in->writable) {
+        *err = "instance opened read-only";
+        return STORE_EINVAL;
+    }
+    if (in->wr)
+        return STORE_OK;
+    inst_rd_end(in);
+    int dead, rc;
+    mdb_reader_check(in->env, &dead);
+    if ((rc = store_txn_begin(in->env, false, &in->wr))) {
+        in->wr = NULL;
+        return store_mdb_err(rc, "begin write transaction", err);
+    }
+    return STORE_OK;
+}
+
+/* Drop the env map's pages from this process (they stay in the page
+ * cache). Fault-around maps up to 64 KiB around every page LMDB touches,
+ * mostly frames written moments ago, so without this a long import's RSS
+ * grows with the archive; after a commit nothing in the map is needed. */
+static void release_map(struct inst *in)
+{
+    if (!in->map_base) {
+        /* LMDB does not expose its map address (me_mapaddr is only set for
+         * MDB_FIXEDMAP): find the mapping of data.mdb once. */
+        char want[4200], line[4600];
+        snprintf(want, sizeof want, "%s/data.mdb", in->dir);
+        char *rp = realpath(want, NULL);
+        FILE *f = fopen("/proc/self/maps", "r");
+        in->map_base = (void *)-1;
+        if (rp && f) {
+            while (fgets(line, sizeof line, f)) {
+                unsigned long lo, hi;
+                char *path = strchr(line, '/');
+                if (!path || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+                    continue;
+                path[strcspn(path, "\n")] = 0;
+                if (!strcmp(path, rp) && hi - lo > in->map_len) {
+                    in->map_base = (void *)lo;
+                    in->map_len = hi - lo;
+                }
+            }
+        }
+        if (f)
+            fclose(f);
+        free(rp);
+    }
+    MDB_envinfo ei;
+    MDB_stat st;
+    if (in->map_base == (void *)-1 || mdb_env_info(in->env, &ei) || mdb_env_stat(in->env, &st))
+        return;
+    size_t used = (size_t)(ei.me_last_pgno + 1) * st.ms_psize;
+    if (used > in->map_len)
+        used = in->map_len;
+    madvise(in->map_base, used, MADV_DONTNEED);
+}
+
+int inst_wr_commit(struct inst *in, const char **err)
+{
+    const char *e;
+    if (!err)
+        err = &e;
+    if (!in->wr)
+        return STORE_OK;
+    int rc = mdb_txn_commit(in->wr);
+    in->wr = NULL;
+    if (!rc)
+        release_map(in);
+    if (rc) {
+        char what[128];
+        snprintf(what, sizeof what, "commit to instance '%s'", in->id);
+        return store_mdb_err(rc, what, err);
+    }
+    return STORE_OK;
+}
+
+void inst_wr_abort(struct inst *in)
+{
+    if (in->wr)
+        mdb_txn_abort(in->wr);
+    in->wr = NULL;
+}
+
+/* Mailbox names: UTF-8, '/'-separated, no empty component, no control
+ * characters, INBOX (any case) spelled "INBOX". */
+static int mbox_name_ok(const char *name, char *out, const char **err)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_MBOX_MAX || name[0] == '/' || name[n - 1] == '/' ||
+        strstr(name, "//")) {
+        *err = store_seterr("invalid mailbox name '%s'", name);
+        return STORE_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7F) {
+            *err = store_seterr("invalid mailbox name: control character");
+            return STORE_EINVAL;
+        }
+    }
+    if (!strncasecmp(name, "INBOX", 5) && (name[5] == 0 || name[5] == '/')) {
+        memcpy(out, "INBOX", 5);
+        memcpy(out + 5, name + 5, n - 5 + 1);
+    } else {
+        memcpy(out, name, n + 1);
+    }
+    return STORE_OK;
+}
+
+static uint32_t special_use_of(const char *name)
+{
+    if (strchr(name, '/'))
+        return 0;
+    static const struct { const char *n; uint32_t su; } t[] = {
+        {"Sent", STORE_SU_SENT}, {"Sent Items", STORE_SU_SENT}, {"Sent Messages", STORE_SU_SENT},
+        {"Sent Mail", STORE_SU_SENT}, {"Drafts", STORE_SU_DRAFTS}, {"Trash", STORE_SU_TRASH},
+        {"Deleted Items", STORE_SU_TRASH}, {"Deleted Messages", STORE_SU_TRASH},
+        {"Junk", STORE_SU_JUNK}, {"Spam", STORE_SU_JUNK}, {"Junk E-mail", STORE_SU_JUNK},
+        {"Archive", STORE_SU_ARCHIVE}, {"Archives", STORE_SU_ARCHIVE},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcasecmp(name, t[i].n))
+            return t[i].su;
+    return 0;
+}
+
+static int put_mbox(struct inst *in, const char *owner, const char *name,
+                    const struct mbox_rec *m)
+{
+    char key[512];
+    size_t ol = strlen(owner), nl = strlen(name);
+    if (ol + 1 + nl > sizeof key - 1)
+        return MDB_BAD_VALSIZE;
+    memcpy(key, owner, ol);
+    key[ol] = 0;
+    memcpy(key + ol + 1, name, nl);
+    unsigned char rec[MBOX_REC_LEN];
+    mbox_rec_encode(rec, m);
+    MDB_val k = {ol + 1 + nl, key}, v = {sizeof rec, rec};
+    return mdb_put(in->wr, in->dbi[DB_MBOXES], &k, &v, 0);
+}
+
+int store_mbox_ensure(struct inst *in, const char *owner, const char *name,
+                      struct mbox_rec *out, const char **err)
+{
+    char nm[STORE_MBOX_MAX + 1];
+    int rc = mbox_name_ok(name, nm, err);
+    if (rc)
+        return rc;
+    if (strlen(owner) + strlen(nm) + 1 > 511) {
+        *err = store_seterr("mailbox name too long: '%s'", nm);
+        return STORE_EINVAL;
+    }
+    rc = inst_mbox_get(in, owner, nm, out);
+    if (rc != STORE_ENOTFOUND)
+        return rc;
+    uint64_t id, uidv;
+    if ((rc = meta_get_u64(in, in->wr, "next_mbox", &id)) ||
+        (rc = meta_get_u64(in, in->wr, "next_uidv", &uidv)))
+        return store_mdb_err(rc, "meta", err);
+    if (!id)
+        id = 1;
+    if (!uidv)   /* start from the clock so a restored-from-scratch store differs */
+        uidv = (uint64_t)time(NULL) & 0x3fffffff;
+    if (id > UINT32_MAX - 1 || uidv >= UINT32_MAX) {
+        *err = "mailbox id space exhausted";
+        return STORE_EFULL;
+    }
+    memset(out, 0, sizeof *out);
+    out->id = (uint32_t)id;
+    out->uidvalidity = (uint32_t)uidv;
+    out->uidnext = 1;
+    out->special_use = special_use_of(nm);
+    unsigned char idk[4];
+    put_be32(idk, out->id);
+    size_t ol = strlen(owner), nl = strlen(nm);
+    char rev[512];
+    memcpy(rev, owner, ol);
+    rev[ol] = 0;
+    memcpy(rev + ol + 1, nm, nl);
+    MDB_val k = {4, idk}, v = {ol + 1 + nl, rev};
+    if ((rc = meta_put_u64(in, in->wr, "next_mbox", id + 1)) ||
+        (rc = meta_put_u64(in, in->wr, "next_uidv", uidv + 1)) ||
+        (rc = mdb_put(in->wr, in->dbi[DB_MBOXID], &k, &v, 0)) ||
+        (rc = put_mbox(in, owner, nm, out)))
+        return store_mdb_err(rc, "create mailbox", err);
+    return STORE_OK;
+}
+
+/* Store a new unique message under msgnum: frames, chunk table, msginfo,
+ * text index. */
+static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned char *sha,
+                             const unsigned char *raw, size_t len, uint64_t *canon_size,
+                             const char **err)
+{
+    uint32_t nchunks = len ? (uint32_t)((len + STORE_CHUNK - 1) / STORE_CHUNK) : 0;
+    size_t reclen = MSG_REC_HDR + (size_t)nchunks * MSG_CHUNK_ENT + 4;
+    struct buf rec, frame;
+    buf_init(&rec, 0);
+    buf_init(&frame, 0);
+    int rc = STORE_OK, mrc = 0;
+    if (buf_reserve(&rec, reclen) || buf_reserve(&frame, ZSTD_compressBound(STORE_CHUNK))) {
+        *err = "out of memory";
+        rc = STORE_EIO;
+        goto out;
+    }
+    unsigned char *r = rec.data;
+    r[0] = 1;
+    memcpy(r + 1, sha, 32);
+    put_be64(r + 33, 1);
+    put_be64(r + 41, len);
+    put_be32(r + 57, nchunks);
+    uint64_t coff = 0;
+    int pcr = 0;
+    static ZSTD_CCtx *cctx;
+    if (!cctx && !(cctx = ZSTD_createCCtx())) {
+        *err = "out of memory";
+        rc = STORE_EIO;
+        goto out;
+    }
+    for (uint32_t i = 0; i < nchunks; i++) {
+        size_t off = (size_t)i * STORE_CHUNK;
+        size_t n = len - off < STORE_CHUNK ? len - off : STORE_CHUNK;
+        int prev = pcr;
+        uint64_t cl = canon_len(raw + off, n, &pcr);
+        size_t z = ZSTD_compressCCtx(cctx, frame.data, frame.cap, raw + off, n, ZSTD_LEVEL);
+        if (ZSTD_isError(z)) {
+            *err = store_seterr("zstd: %s", ZSTD_getErrorName(z));
+            rc = STORE_EIO;
+            goto out;
+        }
+        unsigned char key[12];
+        put_be64(key, msgnum);
+        put_be32(key + 8, i);
+        MDB_val k = {12, key}, v = {z, frame.data};
+        if ((mrc = mdb_put(in->wr, in->dbi[DB_BLOB], &k, &v, 0)))
+            goto out;
+        unsigned char *e = r + MSG_REC_HDR + (size_t)i * MSG_CHUNK_ENT;
+        put_be32(e, (uint32_t)n);
+        put_be64(e + 4, coff);
+        put_be32(e + 12, (uint32_t)cl);
+        e[16] = (unsigned char)prev;
+        put_be32(e + 17, (uint32_t)z);
+        coff += cl;
+    }
+    put_be64(r + 49, coff);
+    put_be32(r + reclen - 4, crc32c(0, r, reclen - 4));
+    *canon_size = coff;
+    {
+        unsigned char key[8];
+        put_be64(key, msgnum);
+        MDB_val k = {8, key}, v = {reclen, r};
+        if ((mrc = mdb_put(in->wr, in->dbi[DB_MSG], &k, &v, MDB_NOOVERWRITE)))
+            goto out;
+        MDB_val hk = {32, (void *)sha}, hv = {8, key};
+        if ((mrc = mdb_put(in->wr, in->dbi[DB_HASH], &hk, &hv, MDB_NOOVERWRITE)))
+            goto out;
+    }
+    rc = store_derive(in, msgnum, raw, len, err);
+out:
+    buf_free(&rec);
+    buf_free(&frame);
+    if (mrc)
+        rc = store_mdb_err(mrc, "store message", err);
+    return rc;
+}
+
+/* Derived data of one message: msginfo (+CRC, parser version) and the
+ * text index postings. Used by import and reindex. */
+int store_derive(struct inst *in, uint64_t msgnum, const unsigned char *raw, size_t len,
+                 const char **err)
+{
+    struct buf *canon = &in->scratch[1], info;
+    int pcr = 0, rc = STORE_OK, mrc = 0;
+    buf_reset(canon);
+    buf_init(&info, 0);
+    if (canon_append(canon, raw, len, &pcr)) {
+        *err = "out of memory (canonical form)";
+        return STORE_EIO;
+    }
+    /* Version and CRC go in front of the msginfo bytes. */
+    if (buf_append(&info, "\0\0\0\0\0\0\0\0", 8) ||
+        msginfo_build(canon->data, canon->len, &info, err)) {
+        if (!*err)
+            *err = "msginfo_build failed";
+        rc = STORE_EIO;
+        goto out;
+    }
+    put_be32(info.data, MSGINFO_VERSION);
+    put_be32(info.data + 4, crc32c(0, info.data + 8, info.len - 8));
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v = {info.len, info.data};
+    if ((mrc = mdb_put(in->wr, in->dbi[DB_INFO], &k, &v, 0)))
+        goto out;
+#if STORE_HAVE_INDEX
+    /* COFFER_BENCH_NO_INDEX: benchmarks only (docs/BENCHMARKS.md measures
+     * the store without the text index); `coffer reindex` adds it later. */
+    static int no_index = -1;
+    if (no_index < 0)
+        no_index = getenv("COFFER_BENCH_NO_INDEX") != NULL;
+    if (in->have_index && !no_index) {
+        struct msginfo mi;
+        if (msginfo_open(&mi, info.data + 8, info.len - 8, err) ||
+            index_add_message(in->wr, &in->idx, msgnum, canon->data, canon->len, &mi, err)) {
+            rc = STORE_EIO;
+            goto out;
+        }
+    }
+#endif
+out:
+    buf_free(&info);
+    if (mrc)
+        rc = store_mdb_err(mrc, "store msginfo", err);
+    return rc;
+}
+
+int store_add_message(struct inst *in, const char *owner, const char *mbox,
+                      const struct import_msg *m, bool *added, uint32_t *uid_out,
+                      const char **err)
+{
+    const char *e = NULL;
+    if (!err)
+        err = &e;
+    *added = false;
+    if (!in->wr) {
+        *err = "store_add_message outside a write batch";
+        return STORE_EINVAL;
+    }
+    if (m->len > STORE_MSG_MAX) {
+        *err = store_seterr("message of %zu octets exceeds the %u octet limit", m->len,
+                            STORE_MSG_MAX);
+        return STORE_EINVAL;
+    }
+    struct mbox_rec mb;
+    int rc = store_mbox_ensure(in, owner, mbox, &mb, err);
+    if (rc)
+        return rc;
+    char nm[STORE_MBOX_MAX + 1];
+    mbox_name_ok(mbox, nm, err);
+    int mrc = 0;
+    /* Source key: (mbox id, key) -> uid. Long keys are hashed. */
+    unsigned char sk[4 + STORE_SRCKEY_MAX];
+    size_t skl = 0;
+    if (m->srckey) {
+        put_be32(sk, mb.id);
+        if (m->srckey_len > STORE_SRCKEY_MAX) {
+            SHA256(m->srckey, m->srckey_len, sk + 4);
+            skl = 4 + 32;
+        } else {
+            memcpy(sk + 4, m->srckey, m->srckey_len);
+            skl = 4 + m->srckey_len;
+        }
+        MDB_val k = {skl, sk}, v;
+        rc = mdb_get(in->wr, in->dbi[DB_SRC], &k, &v);
+        if (rc == 0) {
+            if (uid_out && v.mv_size == 4)
+                *uid_out = get_be32(v.mv_data);
+            return STORE_OK;
+        }
+        if (rc != MDB_NOTFOUND)
+            return store_mdb_err(rc, "source keys", err);
+    }
+    if (mb.uidnext == UINT32_MAX) {
+        *err = store_seterr("mailbox '%s' has used up its UIDs", nm);
+        return STORE_EFULL;
+    }
+    unsigned char sha[32];
+    SHA256(m->raw, m->len, sha);
+    MDB_val hk = {32, sha}, hv;
+    uint64_t msgnum, canon_size = 0;
+    rc = mdb_get(in->wr, in->dbi[DB_HASH], &hk, &hv);
+    if (rc == 0 && hv.mv_size == 8) {
+        msgnum = get_be64(hv.mv_data);
+        unsigned char key[8];
+        put_be64(key, msgnum);
+        MDB_val k = {8, key}, v;
+        if ((mrc = mdb_get(in->wr, in->dbi[DB_MSG], &k, &v)))
+            goto mdberr;
+        struct msg_rec mr;
+        if (msg_rec_decode(v.mv_data, v.mv_size, &mr)) {
+            *err = store_seterr("message %llu: corrupt record", (unsigned long long)msgnum);
+            return STORE_ECORRUPT;
+        }
+        canon_size = mr.canon_size;
+        /* Rewrite in place with refcount + 1 (record sizes are fixed). */
+        size_t n = v.mv_size;
+        unsigned char *copy = malloc(n);
+        if (!copy) {
+            *err = "out of memory";
+            return STORE_EIO;
+        }
+        memcpy(copy, v.mv_data, n);
+        put_be64(copy + 33, mr.refcount + 1);
+        put_be32(copy + n - 4, crc32c(0, copy, n - 4));
+        v.mv_data = copy;
+        mrc = mdb_put(in->wr, in->dbi[DB_MSG], &k, &v, 0);
+        free(copy);
+        if (mrc)
+            goto mdberr;
+    } else if (rc == MDB_NOTFOUND || rc == 0) {
+        if (rc == 0) {
+            *err = "corrupt hash record";
+            return STORE_ECORRUPT;
+        }
+        if ((mrc = meta_get_u64(in, in->wr, "next_msgnum", &msgnum)))
+            goto mdberr;
+        if (!msgnum)
+            msgnum = 1;
+        if ((mrc = meta_put_u64(in, in->wr, "next_msgnum", msgnum + 1)))
+            goto mdberr;
+        if ((rc = store_new_message(in, msgnum, sha, m->raw, m->len, &canon_size, err)))
+            return rc;
+    } else {
+        mrc = rc;
+        goto mdberr;
+    }
+    struct msg_ref ref = {
+        .uid = mb.uidnext, .flags = m->flags & 0x0f, .msgnum = msgnum,
+        .internaldate = m->internaldate, .internal_tz = m->tz, .size = canon_size,
+    };
+    unsigned char key[8], rec[MMSG_REC_LEN];
+    put_be32(key, mb.id);
+    put_be32(key + 4, ref.uid);
+    mmsg_rec_encode(rec, &ref);
+    MDB_val k = {8, key}, v = {sizeof rec, rec};
+    if ((mrc = mdb_put(in->wr, in->dbi[DB_MMSG], &k, &v, MDB_NOOVERWRITE)))
+        goto mdberr;
+    if (m->fromline) {
+        MDB_val fv = {m->fromline_len, (void *)m->fromline};
+        if ((mrc = mdb_put(in->wr, in->dbi[DB_FROMLN], &k, &fv, 0)))
+            goto mdberr;
+    }
+    if (skl) {
+        unsigned char u[4];
+        put_be32(u, ref.uid);
+        MDB_val sk2 = {skl, sk}, sv = {4, u};
+        if ((mrc = mdb_put(in->wr, in->dbi[DB_SRC], &sk2, &sv, 0)))
+            goto mdberr;
+    }
+    mb.uidnext++;
+    mb.messages++;
+    if (!(ref.flags & STORE_F_SEEN))
+        mb.unseen++;
+    mb.size += canon_size;
+    if ((mrc = put_mbox(in, owner, nm, &mb)))
+        goto mdberr;
+    *added = true;
+    if (uid_out)
+        *uid_out = ref.uid;
+    return STORE_OK;
+mdberr:
+    return store_mdb_err(mrc, "add message", err);
+}

@@ -1,0 +1,250 @@
+/* index_test.c — the trigram index on a temporary LMDB env: postings that
+ * span many blocks and pages, out-of-order inserts, idempotency, substrings
+ * across word boundaries, removal, and verify catching a corrupt block. */
+#include <check.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "proto/mailtext.h"
+#include "proto/msginfo.h"
+#include "proto/unicase.h"
+#include "store/index.h"
+#include "store/index_read.h"
+
+static MDB_env *env;
+static char dir[] = "/tmp/coffer-index-test-XXXXXX";
+static struct index_dbs dbs;
+
+static void setup(void)
+{
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
+    ck_assert_int_eq(mdb_env_set_mapsize(env, 1ull << 30), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    MDB_txn *t;
+    const char *err = NULL;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_open(t, true, &dbs, &err), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+}
+
+static void teardown(void)
+{
+    char p[128];
+    mdb_env_close(env);
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", dir);
+    unlink(p);
+    rmdir(dir);
+    strcpy(dir, "/tmp/coffer-index-test-XXXXXX");
+}
+
+static void add(MDB_txn *t, uint64_t msgnum, const char *msg)
+{
+    struct buf rec;
+    struct msginfo mi;
+    const char *err = NULL;
+    buf_init(&rec, 0);
+    ck_assert_int_eq(msginfo_build((const unsigned char *)msg, strlen(msg), &rec, &err), 0);
+    ck_assert_int_eq(msginfo_open(&mi, rec.data, rec.len, &err), 0);
+    int rc = index_add_message(t, &dbs, msgnum, (const unsigned char *)msg, strlen(msg), &mi, &err);
+    ck_assert_msg(rc == 0, "index_add_message: %s", err ? err : "?");
+    buf_free(&rec);
+}
+
+/* All msgnums in the postings of the folded key's first trigram in field. */
+static size_t postings(MDB_txn *t, int field, const char *text, uint64_t *out, size_t max)
+{
+    struct buf f;
+    struct ix_cursor c;
+    buf_init(&f, 0);
+    unicase_fold((const unsigned char *)text, strlen(text), &f);
+    ck_assert_uint_ge(f.len, 3);
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, field, f.data, &c), 0);
+    size_t n = 0;
+    uint64_t target = 0, v;
+    int r;
+    while ((r = ix_cursor_seek(&c, target, &v)) == 1) {
+        if (n < max)
+            out[n] = v;
+        n++;
+        target = v + 1;
+    }
+    ck_assert_int_eq(r, 0);
+    ix_cursor_close(&c);
+    buf_free(&f);
+    return n;
+}
+
+static bool has(MDB_txn *t, int field, const char *tri, uint64_t msgnum)
+{
+    struct ix_cursor c;
+    struct buf f;
+    uint64_t v;
+    buf_init(&f, 0);
+    unicase_fold((const unsigned char *)tri, strlen(tri), &f);
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, field, f.data, &c), 0);
+    int r = ix_cursor_seek(&c, msgnum, &v);
+    ix_cursor_close(&c);
+    buf_free(&f);
+    return r == 1 && v == msgnum;
+}
+
+static char msgbuf[512];
+static const char *mkmsg(unsigned i, const char *extra)
+{
+    snprintf(msgbuf, sizeof msgbuf,
+             "From: Sender %u <s%u@example.org>\r\nTo: team@example.com\r\n"
+             "Subject: report number %u\r\nMessage-ID: <id%u@example.org>\r\n\r\n"
+             "common words in every message %s\r\n", i, i % 7, i, i, extra);
+    return msgbuf;
+}
+
+START_TEST(test_many_blocks)
+{
+    MDB_txn *t;
+    const unsigned N = 3000;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    /* odd msgnums first, then the even ones: exercises in-block inserts */
+    for (unsigned pass = 0; pass < 2; pass++)
+        for (unsigned i = 1 + pass; i <= N; i += 2)
+            add(t, i, mkmsg(i, i % 1000 == 0 ? "zebra" : ""));
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    uint64_t *got = calloc(N + 10, sizeof *got);
+    size_t n = postings(t, MT_BODY, "com", got, N + 10);
+    ck_assert_uint_eq(n, N);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(got[i], i + 1);
+    /* that list spans many blocks and LMDB pages */
+    MDB_stat st;
+    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &st), 0);
+    ck_assert_uint_gt(st.ms_leaf_pages, 10);
+    ck_assert_uint_eq(postings(t, MT_BODY, "zeb", got, N), 3);
+    ck_assert_uint_eq(got[0], 1000);
+    ck_assert_uint_eq(got[2], 3000);
+    /* header fields have their own postings */
+    ck_assert(has(t, MT_SUBJECT, "REP", 17));
+    ck_assert(!has(t, MT_BODY, "REP", 17));
+    ck_assert(has(t, MT_FROM, "S3@", 3));
+    ck_assert(has(t, MT_TO, "TEA", 5));
+    ck_assert(has(t, MT_MSGID, "ID5", 5));
+    ck_assert(has(t, MT_HDR, "SUB", 5));       /* header text: "SUBJECT: ..." */
+    /* seeks skip forward */
+    struct ix_cursor c;
+    uint64_t v;
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
+    ck_assert_int_eq(ix_cursor_seek(&c, 1001, &v), 1);
+    ck_assert_uint_eq(v, 2000);
+    ck_assert_int_eq(ix_cursor_seek(&c, 2001, &v), 1);
+    ck_assert_uint_eq(v, 3000);
+    ck_assert_int_eq(ix_cursor_seek(&c, 3001, &v), 0);
+    ix_cursor_close(&c);
+    long bad = index_verify(t, &dbs, NULL, NULL);
+    ck_assert_int_eq(bad, 0);
+    free(got);
+    mdb_txn_abort(t);
+}
+END_TEST
+
+static void count_report(void *ctx, const char *msg)
+{
+    (void)msg;
+    (*(int *)ctx)++;
+}
+
+START_TEST(test_idempotent_and_substring)
+{
+    MDB_txn *t;
+    const char *m = "Subject: x\r\n\r\nhello world, Gr\xc3\xbc\xc3\x9f" "e\r\n";
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    add(t, 5, m);
+    MDB_stat a, b;
+    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &a), 0);
+    add(t, 5, m);             /* re-import: nothing changes */
+    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &b), 0);
+    ck_assert_uint_eq(a.ms_entries, b.ms_entries);
+    /* substrings across word boundaries are indexed: "lo wo" */
+    ck_assert(has(t, MT_BODY, "lo ", 5));
+    ck_assert(has(t, MT_BODY, "o w", 5));
+    ck_assert(has(t, MT_BODY, " wo", 5));
+    /* folded text: ü is indexed as U + U+0308 */
+    {
+        struct ix_cursor c;
+        uint64_t v;
+        ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"RU\xcc", &c), 0);
+        ck_assert_int_eq(ix_cursor_seek(&c, 0, &v), 1);
+        ck_assert_uint_eq(v, 5);
+        ix_cursor_close(&c);
+    }
+    /* TEXT sees the header: "SUBJECT: X" */
+    ck_assert(has(t, MT_HDR, "T: ", 5));
+    ck_assert(!has(t, MT_BODY, "T: ", 5));
+    /* removal */
+    const char *err;
+    ck_assert_int_eq(index_remove_message(t, &dbs, 5, &err), 0);
+    ck_assert(!has(t, MT_BODY, "o w", 5));
+    ck_assert(!ix_has_doc(t, &dbs, 5));
+    add(t, 5, m);
+    ck_assert(has(t, MT_BODY, "o w", 5));
+    ck_assert_int_eq(index_clear(t, &dbs, &err), 0);
+    ck_assert(!has(t, MT_BODY, "o w", 5));
+    mdb_txn_abort(t);
+}
+END_TEST
+
+START_TEST(test_verify_detects_corruption)
+{
+    MDB_txn *t;
+    int reports = 0;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    for (unsigned i = 1; i <= 50; i++)
+        add(t, i, mkmsg(i, "zebra"));
+    ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 0);
+    /* flip one bit of the "ZEB" body block */
+    unsigned char key[12] = { MT_BODY, 'Z', 'E', 'B', 0, 0, 0, 0, 0, 0, 0, 1 };
+    MDB_val k = { 12, key }, v;
+    ck_assert_int_eq(mdb_get(t, dbs.dbi[2], &k, &v), 0);
+    unsigned char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[v.mv_size - 1] ^= 0x01;
+    MDB_val nv = { v.mv_size, copy };
+    ck_assert_int_eq(mdb_put(t, dbs.dbi[2], &k, &nv, 0), 0);
+    ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 1);
+    ck_assert_int_eq(reports, 1);
+    /* readers refuse it too */
+    struct ix_cursor c;
+    uint64_t got;
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
+    ck_assert_int_eq(ix_cursor_seek(&c, 1, &got), -2 /* STORE_ECORRUPT */);
+    ix_cursor_close(&c);
+    free(copy);
+    mdb_txn_abort(t);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("index");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_many_blocks);
+    tcase_add_test(tc, test_idempotent_and_substring);
+    tcase_add_test(tc, test_verify_detects_corruption);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

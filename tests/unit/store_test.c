@@ -1,0 +1,851 @@
+/* store_test.c — the archive store on temporary data dirs: CRC32C, user
+ * names, registry, users/secrets/grants, messages (dedup, source keys,
+ * counters, UIDVALIDITY), canonical partial reads across frame
+ * boundaries, CRC-checked msginfo, import/export round trips (mbox,
+ * Maildir++), the writer lock, verify catching corruption, backup and
+ * restore, dates. */
+#include <check.h>
+#include <dirent.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include "proto/canon.h"
+#include "proto/msginfo.h"
+#include "store/admin.h"
+#include "store/date.h"
+#include "store/store.h"
+#include "store/store_int.h"
+
+static char dir[64];
+static struct store_cfg cfg;
+static struct registry *reg;
+static struct inst *in;
+
+static void rm_rf(const char *p)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void setup(void)
+{
+    const char *err = NULL;
+    snprintf(dir, sizeof dir, "/tmp/coffer-store-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    store_cfg_default(&cfg, dir);
+    cfg.map_size = 1ull << 32;
+    ck_assert_int_eq(registry_open(&cfg, true, &reg, &err), 0);
+    ck_assert_int_eq(registry_instance_add(reg, "Demo", &err), 0);
+    ck_assert_int_eq(inst_open(&cfg, "demo", true, &in, &err), 0);
+    ck_assert_int_eq(inst_user_add(in, "alice", "pw1", false, &err), 0);
+}
+
+static void teardown(void)
+{
+    inst_close(in);
+    registry_close(reg);
+    in = NULL;
+    reg = NULL;
+    rm_rf(dir);
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static unsigned char *read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long l = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)l + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)l, f), (size_t)l);
+    fclose(f);
+    *n = (size_t)l;
+    return b;
+}
+
+static int add(const char *mbox, const char *raw, size_t len, const char *key, uint32_t *uid,
+               bool *added)
+{
+    const char *err = NULL;
+    struct import_msg m = {.raw = (const unsigned char *)raw, .len = len, .flags = STORE_F_SEEN,
+                           .internaldate = 1700000000, .tz = 60,
+                           .srckey = key, .srckey_len = key ? strlen(key) : 0};
+    int rc = inst_wr_begin(in, &err);
+    ck_assert_int_eq(rc, 0);
+    rc = store_add_message(in, "alice", mbox, &m, added, uid, &err);
+    if (rc) {
+        inst_wr_abort(in);
+        return rc;
+    }
+    return inst_wr_commit(in, &err);
+}
+
+/* ---- pure functions ---- */
+
+START_TEST(test_crc32c)
+{
+    ck_assert_uint_eq(crc32c(0, "123456789", 9), 0xE3069283u);
+    /* incremental = one shot */
+    uint32_t c = crc32c(0, "12345", 5);
+    ck_assert_uint_eq(crc32c(c, "6789", 4), 0xE3069283u);
+    ck_assert_uint_eq(crc32c(0, "", 0), 0);
+}
+END_TEST
+
+START_TEST(test_user_canon)
+{
+    char out[STORE_USER_MAX + 1];
+    const char *err;
+    ck_assert_int_eq(store_user_canon("Jon.Doe", out, &err), 0);
+    ck_assert_str_eq(out, "jon.doe");
+    ck_assert_int_eq(store_user_canon("\xC3\x84RGER", out, &err), 0);   /* ÄRGER */
+    ck_assert_str_eq(out, "\xC3\xA4rger");
+    ck_assert_int_eq(store_user_canon("\xC5\x81UKASZ", out, &err), 0);  /* Ł -> ł */
+    ck_assert_str_eq(out, "\xC5\x82ukasz");
+    ck_assert_int_eq(store_user_canon("a b", out, &err), 0);
+    static const char *const bad[] = {"", "a/b", "50%", "a*", " a", "a ", "a\tb",
+                                      "\xC3", "\xC0\xAF", "e\xCC\x81", "\x7f"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(store_user_canon(bad[i], out, &err) == STORE_EINVAL, "accepted %s", bad[i]);
+    ck_assert_ptr_nonnull(strstr(err, "allowed") ? err : strstr(err, "NFC") ? err : NULL);
+    char longname[300];
+    memset(longname, 'a', 256);
+    longname[256] = 0;
+    ck_assert_int_eq(store_user_canon(longname, out, &err), STORE_EINVAL);
+    longname[255] = 0;
+    ck_assert_int_eq(store_user_canon(longname, out, &err), 0);
+}
+END_TEST
+
+START_TEST(test_dates)
+{
+    int64_t t;
+    int32_t tz;
+    const char *d = "Tue, 1 Jan 2019 10:00:00 +0100 (CET)";
+    ck_assert_int_eq(date_parse_rfc5322(d, strlen(d), &t, &tz), 0);
+    ck_assert_int_eq(t, 1546333200);
+    ck_assert_int_eq(tz, 60);
+    d = "2 Feb 99 23:59 EST";
+    ck_assert_int_eq(date_parse_rfc5322(d, strlen(d), &t, &tz), 0);
+    ck_assert_int_eq(t, 918017940);
+    ck_assert_int_eq(tz, -300);
+    d = "not a date";
+    ck_assert_int_eq(date_parse_rfc5322(d, strlen(d), &t, &tz), -1);
+    struct tm tm;
+    d = "MAILER-DAEMON Fri Feb 22 17:06:23 2008";
+    ck_assert_int_eq(date_parse_asctime(d, strlen(d), &tm), 0);
+    struct date_zone z;
+    ck_assert_int_eq(date_zone_parse("+0200", &z), 0);
+    ck_assert_int_eq(date_local_to_utc(&tm, &z, &tz), 1203699983 - 7200);
+    ck_assert_int_eq(tz, 120);
+    ck_assert_int_eq(date_zone_parse("Europe/Berlin", &z), 0);
+    ck_assert_int_eq(date_local_to_utc(&tm, &z, &tz), 1203699983 - 3600);
+    ck_assert_int_eq(tz, 60);
+}
+END_TEST
+
+/* ---- registry ---- */
+
+START_TEST(test_registry)
+{
+    const char *err;
+    char id[STORE_ID_MAX + 1];
+    bool dis;
+    ck_assert_int_eq(registry_alias_add(reg, "demo", "Example", &err), 0);
+    ck_assert_int_eq(registry_resolve(reg, "EXAMPLE", id), 0);
+    ck_assert_str_eq(id, "demo");
+    ck_assert_int_eq(registry_resolve(reg, "DeMo", id), 0);
+    ck_assert_int_eq(registry_resolve(reg, "nope", id), STORE_ENOTFOUND);
+    /* collisions: alias = id, alias twice, id = alias */
+    ck_assert_int_eq(registry_alias_add(reg, "demo", "demo", &err), STORE_EEXIST);
+    ck_assert_int_eq(registry_instance_add(reg, "example", &err), STORE_EEXIST);
+    ck_assert_int_eq(registry_instance_add(reg, "-bad", &err), STORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "[a-z0-9._-]"));
+    ck_assert_int_eq(registry_instance_add(reg, "a/b", &err), STORE_EINVAL);
+    ck_assert_int_eq(registry_alias_add(reg, "nope", "x", &err), STORE_ENOTFOUND);
+    ck_assert_int_eq(registry_instance_disable(reg, "demo", true, &err), 0);
+    ck_assert_int_eq(registry_resolve(reg, "example", id), STORE_ENOTFOUND);
+    ck_assert_int_eq(registry_lookup(reg, "example", id, &dis), 0);
+    ck_assert(dis);
+    ck_assert_int_eq(registry_instance_disable(reg, "demo", false, &err), 0);
+    ck_assert_int_eq(registry_alias_rm(reg, "demo", "example", &err), 0);
+    ck_assert_int_eq(registry_resolve(reg, "example", id), STORE_ENOTFOUND);
+    /* rm refuses a non-empty instance */
+    inst_close(in);
+    in = NULL;
+    ck_assert_int_eq(registry_instance_rm(reg, "demo", false, &err), STORE_EEXIST);
+    ck_assert_int_eq(registry_instance_rm(reg, "demo", true, &err), 0);
+    ck_assert_int_eq(registry_resolve(reg, "demo", id), STORE_ENOTFOUND);
+    char p[128];
+    snprintf(p, sizeof p, "%s/instances/demo", dir);
+    ck_assert_int_ne(access(p, F_OK), 0);
+}
+END_TEST
+
+START_TEST(test_writer_lock)
+{
+    const char *err;
+    struct inst *second;
+    ck_assert_int_eq(inst_open(&cfg, "demo", true, &second, &err), STORE_EBUSY);
+    ck_assert_ptr_nonnull(strstr(err, "--wait"));
+    /* readers are never blocked */
+    ck_assert_int_eq(inst_open(&cfg, "demo", false, &second, &err), 0);
+    struct user_rec u;
+    ck_assert_int_eq(inst_user_get(second, "alice", &u), 0);
+    inst_close(second);
+    struct registry *r2;
+    ck_assert_int_eq(registry_open(&cfg, true, &r2, &err), STORE_EBUSY);
+}
+END_TEST
+
+/* ---- users ---- */
+
+static int b64d(const char *s, size_t n, unsigned char *out)
+{
+    return EVP_DecodeBlock(out, (const unsigned char *)s, (int)n);
+}
+
+START_TEST(test_users_secrets)
+{
+    const char *err;
+    struct user_rec u;
+    ck_assert_int_eq(inst_user_get(in, "alice", &u), 0);
+    ck_assert(!u.admin && !u.disabled);
+    ck_assert(strncmp(u.pw_hash, "$y$", 3) == 0);
+    ck_assert(secret_check_password(u.pw_hash, "pw1"));
+    ck_assert(!secret_check_password(u.pw_hash, "pw2"));
+    /* SCRAM secret: recompute StoredKey/ServerKey from the stored salt */
+    unsigned iter;
+    char salt64[64], st64[64], sk64[64];
+    ck_assert_int_eq(sscanf(u.scram, "SCRAM-SHA-256$%u:%63[^$]$%63[^:]:%63s", &iter, salt64,
+                            st64, sk64), 4);
+    ck_assert_uint_ge(iter, 4096);
+    unsigned char salt[48], sp[32], ck[32], sk[32], stored[32], want[48];
+    int sl = b64d(salt64, strlen(salt64), salt);
+    ck_assert_int_eq(sl, 18);   /* 16 octets + base64 padding */
+    PKCS5_PBKDF2_HMAC("pw1", 3, salt, 16, (int)iter, EVP_sha256(), 32, sp);
+    unsigned l = 32;
+    HMAC(EVP_sha256(), sp, 32, (const unsigned char *)"Client Key", 10, ck, &l);
+    HMAC(EVP_sha256(), sp, 32, (const unsigned char *)"Server Key", 10, sk, &l);
+    SHA256(ck, 32, stored);
+    b64d(st64, strlen(st64), want);
+    ck_assert_mem_eq(want, stored, 32);
+    b64d(sk64, strlen(sk64), want);
+    ck_assert_mem_eq(want, sk, 32);
+    /* duplicates, passwd, flags, rm */
+    ck_assert_int_eq(inst_user_add(in, "ALICE", "x", false, &err), STORE_EEXIST);
+    ck_assert_int_eq(inst_user_passwd(in, "Alice", "new", &err), 0);
+    ck_assert_int_eq(inst_user_get(in, "alice", &u), 0);
+    ck_assert(secret_check_password(u.pw_hash, "new"));
+    ck_assert_int_eq(inst_user_set_flags(in, "alice", 1, 1, &err), 0);
+    ck_assert_int_eq(inst_user_get(in, "alice", &u), 0);
+    ck_assert(u.admin && u.disabled);
+    ck_assert_int_eq(inst_user_passwd(in, "nobody", "x", &err), STORE_ENOTFOUND);
+    ck_assert_int_eq(inst_user_rm(in, "alice", &err), 0);
+    ck_assert_int_eq(inst_user_get(in, "alice", &u), STORE_ENOTFOUND);
+    /* SASLprep subset */
+    char o[64];
+    ck_assert_int_eq(secret_saslprep("a\xC2\xA0" "b\xC2\xAD" "c", o, sizeof o, &err), 0);
+    ck_assert_str_eq(o, "a bc");
+    ck_assert_int_eq(secret_saslprep("a\x01", o, sizeof o, &err), STORE_EINVAL);
+}
+END_TEST
+
+static int collect_owner(void *ctx, const char *owner)
+{
+    strcat(ctx, owner);
+    strcat(ctx, ",");
+    return 0;
+}
+
+START_TEST(test_grants)
+{
+    const char *err;
+    ck_assert_int_eq(inst_user_add(in, "bob", "pw", false, &err), 0);
+    ck_assert_int_eq(inst_user_add(in, "root", "pw", true, &err), 0);
+    ck_assert(inst_may_read(in, "alice", "alice"));
+    ck_assert(!inst_may_read(in, "bob", "alice"));
+    ck_assert(inst_may_read(in, "root", "alice"));     /* admin */
+    ck_assert_int_eq(inst_grant(in, "bob", "alice", true, &err), 0);
+    inst_rd_begin(in);
+    ck_assert(inst_may_read(in, "bob", "alice"));
+    char list[256] = "";
+    ck_assert_int_eq(inst_grants_of(in, "bob", collect_owner, list), 0);
+    ck_assert_str_eq(list, "alice,");
+    list[0] = 0;
+    ck_assert_int_eq(inst_grants_of(in, "root", collect_owner, list), 0);
+    ck_assert_str_eq(list, "");          /* admin access is implied, not granted */
+    inst_rd_end(in);
+    ck_assert_int_eq(inst_grant(in, "bob", "nobody", true, &err), STORE_ENOTFOUND);
+    ck_assert_int_eq(inst_grant(in, "bob", "bob", true, &err), STORE_EINVAL);
+    ck_assert_int_eq(inst_user_set_flags(in, "bob", -1, 1, &err), 0);
+    ck_assert(!inst_may_read(in, "bob", "alice"));      /* disabled */
+    ck_assert(!inst_may_read(in, "bob", "bob"));
+    ck_assert_int_eq(inst_user_set_flags(in, "bob", -1, 0, &err), 0);
+    ck_assert_int_eq(inst_grant(in, "bob", "alice", false, &err), 0);
+    ck_assert(!inst_may_read(in, "bob", "alice"));
+    ck_assert_int_eq(inst_grant(in, "bob", "alice", false, &err), STORE_ENOTFOUND);
+}
+END_TEST
+
+/* ---- messages ---- */
+
+static int walk_cb(void *ctx, const struct msg_ref *m)
+{
+    struct msg_ref *v = ctx;
+    v[m->uid] = *m;
+    return 0;
+}
+
+START_TEST(test_messages_dedup)
+{
+    static const char m1[] = "From: a@b\nSubject: hi\n\nbody\n";
+    static const char m2[] = "From: c@d\r\nSubject: other\r\n\r\nbody2\r\n";
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", m1, sizeof m1 - 1, "k1", &uid, &added), 0);
+    ck_assert(added);
+    ck_assert_uint_eq(uid, 1);
+    ck_assert_int_eq(add("inbox", m1, sizeof m1 - 1, "k2", &uid, &added), 0);
+    ck_assert_uint_eq(uid, 2);
+    ck_assert_int_eq(add("INBOX", m2, sizeof m2 - 1, NULL, &uid, &added), 0);
+    ck_assert_uint_eq(uid, 3);
+    /* same source key again: nothing added */
+    ck_assert_int_eq(add("INBOX", m2, sizeof m2 - 1, "k1", &uid, &added), 0);
+    ck_assert(!added);
+    ck_assert_uint_eq(uid, 1);
+    ck_assert_int_eq(add("Sent", m2, sizeof m2 - 1, "k1", &uid, &added), 0);
+    ck_assert(added);   /* source keys are per mailbox */
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    struct mbox_rec mb, sent;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "Sent", &sent), 0);
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "Nope", &sent) == STORE_ENOTFOUND, 1);
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "Sent", &sent), 0);
+    ck_assert_uint_eq(mb.messages, 3);
+    ck_assert_uint_eq(mb.uidnext, 4);
+    ck_assert_uint_eq(mb.unseen, 0);
+    ck_assert_uint_eq(sent.special_use, STORE_SU_SENT);
+    ck_assert_uint_eq(mb.special_use, 0);
+    ck_assert_uint_gt(sent.uidvalidity, mb.uidvalidity);   /* per-instance counter */
+    ck_assert_uint_ne(sent.id, mb.id);
+    /* canonical size: m1 has 3 bare LFs... 4 lines */
+    ck_assert_uint_eq(mb.size, 2 * (sizeof m1 - 1 + 4) + sizeof m2 - 1);
+    struct msg_ref refs[8];
+    memset(refs, 0, sizeof refs);
+    ck_assert_int_eq(inst_msgs_walk(in, mb.id, 2, walk_cb, refs), 0);
+    ck_assert_uint_eq(refs[1].uid, 0);   /* walk started at uid 2 */
+    ck_assert_uint_eq(refs[2].uid, 2);
+    ck_assert_uint_eq(refs[3].uid, 3);
+    struct msg_ref r1;
+    ck_assert_int_eq(inst_msg_get(in, mb.id, 1, &r1), 0);
+    ck_assert_uint_eq(r1.msgnum, refs[2].msgnum);       /* dedup */
+    ck_assert_uint_ne(r1.msgnum, refs[3].msgnum);
+    ck_assert_int_eq(r1.internaldate, 1700000000);
+    ck_assert_int_eq(r1.internal_tz, 60);
+    ck_assert_uint_eq(r1.flags, STORE_F_SEEN);
+    ck_assert_uint_eq(r1.size, sizeof m1 - 1 + 4);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, 9, &r1), STORE_ENOTFOUND);
+    const void *info;
+    size_t il;
+    ck_assert_int_eq(inst_msg_info(in, refs[3].msgnum, &info, &il), 0);
+    struct msginfo mi;
+    const char *err;
+    ck_assert_int_eq(msginfo_open(&mi, info, il, &err), 0);
+    ck_assert_uint_eq(mi.size, sizeof m2 - 1);
+    uint64_t snap = inst_snapshot_id(in);
+    inst_rd_end(in);
+    ck_assert_int_eq(add("INBOX", m2, sizeof m2 - 1, "k9", &uid, &added), 0);
+    inst_rd_begin(in);
+    ck_assert_uint_gt(inst_snapshot_id(in), snap);
+    inst_rd_end(in);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+}
+END_TEST
+
+struct collect { struct buf b; int calls; };
+static int sink(void *ctx, const void *p, size_t n)
+{
+    struct collect *c = ctx;
+    c->calls++;
+    return buf_append(&c->b, p, n);
+}
+
+START_TEST(test_partial_read)
+{
+    /* 700 KiB with bare LFs, a CR at the end of the first frame and its
+     * LF at the start of the second, so the per-frame CR state matters. */
+    size_t n = 700 * 1024;
+    char *raw = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        raw[i] = (i % 61 == 60) ? '\n' : (char)('a' + i % 26);
+    memcpy(raw, "Subject: big\n\n", 14);
+    raw[STORE_CHUNK - 1] = '\r';
+    raw[STORE_CHUNK] = '\n';
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", raw, n, NULL, &uid, &added), 0);
+    struct buf canon;
+    buf_init(&canon, 0);
+    int pcr = 0;
+    canon_append(&canon, (unsigned char *)raw, n, &pcr);
+    inst_rd_begin(in);
+    struct mbox_rec mb;
+    struct msg_ref r;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, uid, &r), 0);
+    ck_assert_uint_eq(r.size, canon.len);
+    static const uint64_t offs[][2] = {
+        {0, 100}, {STORE_CHUNK - 10, 40}, {STORE_CHUNK + 4000, 5}, {600000, 1 << 20},
+        {0, UINT64_MAX}, {1, 0}, {100000000, 10},
+    };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        struct collect c;
+        buf_init(&c.b, 0);
+        c.calls = 0;
+        ck_assert_int_eq(inst_msg_read(in, r.msgnum, offs[i][0], offs[i][1], sink, &c), 0);
+        uint64_t o = offs[i][0] < canon.len ? offs[i][0] : canon.len;
+        uint64_t l = offs[i][1] < canon.len - o ? offs[i][1] : canon.len - o;
+        ck_assert_uint_eq(c.b.len, l);
+        if (l)
+            ck_assert_mem_eq(c.b.data, canon.data + o, l);
+        buf_free(&c.b);
+    }
+    /* the last 64 KiB touch one frame only */
+    struct collect c;
+    buf_init(&c.b, 0);
+    c.calls = 0;
+    ck_assert_int_eq(inst_msg_read(in, r.msgnum, canon.len - 65536, 65536, sink, &c), 0);
+    ck_assert_int_eq(c.calls, 1);
+    buf_free(&c.b);
+    /* raw export gives the original octets */
+    c.calls = 0;
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r.msgnum, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, n);
+    ck_assert_mem_eq(c.b.data, raw, n);
+    buf_free(&c.b);
+    inst_rd_end(in);
+    buf_free(&canon);
+    free(raw);
+}
+END_TEST
+
+/* Flip one octet of a record in place: the CRC must catch it. */
+static void corrupt(int db, const void *key, size_t klen, size_t at)
+{
+    const char *err;
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    MDB_val k = {klen, (void *)key}, v;
+    ck_assert_int_eq(mdb_get(in->wr, in->dbi[db], &k, &v), 0);
+    unsigned char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[at % v.mv_size] ^= 0x20;
+    v.mv_data = copy;
+    ck_assert_int_eq(mdb_put(in->wr, in->dbi[db], &k, &v, 0), 0);
+    free(copy);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+}
+
+START_TEST(test_corruption)
+{
+    static const char m1[] = "From: a@b\nSubject: hi\n\nbody\n";
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", m1, sizeof m1 - 1, NULL, &uid, &added), 0);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    unsigned char key[8];
+    put_be64(key, 1);
+    corrupt(DB_INFO, key, 8, 20);
+    const void *info;
+    size_t il;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_info(in, 1, &info, &il), STORE_ECORRUPT);
+    inst_rd_end(in);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    corrupt(DB_INFO, key, 8, 20);     /* flip back */
+    ck_assert_int_eq(store_verify_inst(in, devnull), 0);
+    unsigned char bk[12];
+    put_be64(bk, 1);
+    put_be32(bk + 8, 0);
+    corrupt(DB_BLOB, bk, 12, 7);      /* compressed frame */
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    corrupt(DB_BLOB, bk, 12, 7);
+    unsigned char mk[8];
+    struct mbox_rec mb;
+    inst_rd_begin(in);
+    inst_mbox_get(in, "alice", "INBOX", &mb);
+    inst_rd_end(in);
+    put_be32(mk, mb.id);
+    put_be32(mk + 4, 1);
+    corrupt(DB_MMSG, mk, 8, 3);
+    struct msg_ref r;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, 1, &r), STORE_ECORRUPT);
+    inst_rd_end(in);
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    fclose(devnull);
+}
+END_TEST
+
+/* ---- import / export ---- */
+
+static const char mbox_src[] =
+    "From alice@example.org Fri Feb 22 17:06:23 2008\n"
+    "From: a@example.org\nSubject: one\nStatus: O\nX-Status: AF\n\n"
+    "body\n>From quoted\n>>From twice\nFrom inside paragraph\n\n"
+    "From bob@example.org Sat Feb 23 10:00:00 2008\n"
+    "From: b@example.org\nSubject: two\nStatus: RO\nX-Status: D\n\nsecond\n\n"
+    "From bob@example.org Sat Feb 23 10:00:00 2008\n"
+    "From: b@example.org\nSubject: two\nStatus: RO\nX-Status: D\n\nsecond\n";
+
+START_TEST(test_import_export_mbox)
+{
+    char src[128], out[128];
+    snprintf(src, sizeof src, "%s/Inbox.mbox", dir);
+    snprintf(out, sizeof out, "%s/out.mbox", dir);
+    write_file(src, mbox_src, sizeof mbox_src - 1);
+    const char *srcs[] = {src};
+    struct import_opts o = {.default_tz = "+0100", .warn = stderr};
+    struct import_stats st;
+    const char *err = NULL;
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 3);
+    ck_assert_uint_eq(st.present, 0);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 0);
+    ck_assert_uint_eq(st.present, 3);
+    inst_rd_begin(in);
+    struct mbox_rec mb;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);   /* inbox.mbox -> INBOX */
+    ck_assert_uint_eq(mb.messages, 3);
+    struct msg_ref r[4];
+    memset(r, 0, sizeof r);
+    ck_assert_int_eq(inst_msgs_walk(in, mb.id, 1, walk_cb, r), 0);
+    ck_assert_uint_eq(r[1].flags, STORE_F_ANSWERED | STORE_F_FLAGGED);   /* no R: unseen */
+    ck_assert_uint_eq(r[2].flags, STORE_F_SEEN);                         /* D not kept */
+    ck_assert_uint_eq(r[2].msgnum, r[3].msgnum);                         /* identical */
+    ck_assert_int_eq(r[1].internaldate, 1203699983 - 3600);              /* From_ line, +0100 */
+    ck_assert_int_eq(r[1].internal_tz, 60);
+    ck_assert_uint_eq(mb.unseen, 1);
+    /* stored message 1: From_ line dropped, ">From" un-quoted once */
+    struct collect c;
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r[1].msgnum, sink, &c), 0);
+    buf_putc(&c.b, 0);
+    ck_assert_str_eq((char *)c.b.data,
+                     "From: a@example.org\nSubject: one\nStatus: O\nX-Status: AF\n\n"
+                     "body\nFrom quoted\n>From twice\nFrom inside paragraph\n");
+    buf_free(&c.b);
+    inst_rd_end(in);
+    uint64_t n;
+    ck_assert_int_eq(store_export(in, "alice", "INBOX", EXPORT_MBOX, out, &n, &err), 0);
+    ck_assert_uint_eq(n, 3);
+    size_t len;
+    unsigned char *back = read_file(out, &len);
+    ck_assert_uint_eq(len, sizeof mbox_src - 1);
+    ck_assert_mem_eq(back, mbox_src, len);
+    free(back);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+}
+END_TEST
+
+static void mkd(const char *base, const char *sub)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", base, sub);
+    ck_assert_int_eq(store_mkdir_p(p, 0755), 0);
+}
+
+static int list_cb(void *ctx, const char *name, const struct mbox_rec *m)
+{
+    char *s = ctx;
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%s=%u;", name, m->messages);
+    strcat(s, tmp);
+    return 0;
+}
+
+START_TEST(test_import_maildir)
+{
+    char md[128], p[512];
+    snprintf(md, sizeof md, "%s/Maildir", dir);
+    static const char *const subs[] = {"cur", "new", "tmp", ".Entw&APw-rfe/cur",
+                                       ".Archives.2023/cur", ".Users/cur", ".Sent/new",
+                                       ".Tom &- Jerry/cur"};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        mkd(md, subs[i]);
+    static const char msg[] = "Subject: x\n\nhello\n";
+    snprintf(p, sizeof p, "%s/cur/1000.A.host:2,SRT", md);
+    write_file(p, msg, sizeof msg - 1);
+    snprintf(p, sizeof p, "%s/new/1001.B.host", md);
+    write_file(p, "Subject: y\n\nnew\n", 16);
+    struct timeval tv[2] = {{1500000000, 0}, {1500000000, 0}};
+    utimes(p, tv);
+    snprintf(p, sizeof p, "%s/.Entw&APw-rfe/cur/1.C.host:2,D", md);
+    write_file(p, msg, sizeof msg - 1);
+    snprintf(p, sizeof p, "%s/.Archives.2023/cur/1.D.host:2,F", md);
+    write_file(p, msg, sizeof msg - 1);
+    snprintf(p, sizeof p, "%s/.Users/cur/1.E.host:2,", md);
+    write_file(p, msg, sizeof msg - 1);
+    snprintf(p, sizeof p, "%s/.Tom &- Jerry/cur/1.F.host:2,S", md);
+    write_file(p, msg, sizeof msg - 1);
+    const char *srcs[] = {md};
+    FILE *devnull = fopen("/dev/null", "w");
+    struct import_opts o = {.warn = devnull};
+    struct import_stats st;
+    const char *err = NULL;
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 6);
+    ck_assert_uint_eq(st.deduped, 4);   /* 6 files, 2 distinct */
+    char names[1024] = "";
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_mbox_list(in, "alice", list_cb, names), 0);
+    ck_assert_str_eq(names, "Archives/2023=1;Entw\xC3\xBCrfe=1;INBOX=2;Tom & Jerry=1;"
+                            "Users-imported=1;");
+    struct mbox_rec mb;
+    struct msg_ref r[3];
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    ck_assert_int_eq(inst_msgs_walk(in, mb.id, 1, walk_cb, r), 0);
+    ck_assert_uint_eq(r[1].flags, STORE_F_SEEN | STORE_F_ANSWERED);   /* T dropped */
+    ck_assert_uint_eq(r[2].flags, 0);                                   /* new/ */
+    ck_assert_int_eq(r[2].internaldate, 1500000000);                    /* mtime */
+    inst_rd_end(in);
+    /* flags changed and file moved between runs: still found by its unique name */
+    char p2[512];
+    snprintf(p2, sizeof p2, "%s/cur/1001.B.host:2,S", md);
+    ck_assert_int_eq(rename(p, p2), 0);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 0);
+    ck_assert_uint_eq(st.present, 6);
+    /* Maildir export -> import -> same set */
+    char out[128];
+    snprintf(out, sizeof out, "%s/out", dir);
+    uint64_t n;
+    ck_assert_int_eq(store_export(in, "alice", NULL, EXPORT_MAILDIR, out, &n, &err), 0);
+    ck_assert_uint_eq(n, 6);
+    snprintf(p, sizeof p, "%s/.Entw&APw-rfe/cur", out);
+    DIR *d = opendir(p);
+    ck_assert_ptr_nonnull(d);
+    closedir(d);
+    ck_assert_int_eq(inst_user_add(in, "bob", NULL, false, &err), 0);
+    const char *srcs2[] = {out};
+    ck_assert_int_eq(store_import(in, "bob", srcs2, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 6);
+    names[0] = 0;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_mbox_list(in, "bob", list_cb, names), 0);
+    inst_rd_end(in);
+    ck_assert_str_eq(names, "Archives/2023=1;Entw\xC3\xBCrfe=1;INBOX=2;Tom & Jerry=1;"
+                            "Users-imported=1;");
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    fclose(devnull);
+}
+END_TEST
+
+START_TEST(test_import_bad_inputs)
+{
+    char p[256];
+    const char *err = NULL;
+    FILE *devnull = fopen("/dev/null", "w");
+    struct import_opts o = {.warn = devnull};
+    struct import_stats st;
+    const char *srcs[1] = {p};
+    snprintf(p, sizeof p, "%s/missing", dir);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), STORE_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err, "No such file"));
+    snprintf(p, sizeof p, "%s/empty.eml", dir);
+    write_file(p, "", 0);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), STORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "empty"));
+    snprintf(p, sizeof p, "%s/bin.mbox", dir);
+    write_file(p, "\x7f" "ELF\0\0\1\2", 8);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), STORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "not an mbox"));
+    snprintf(p, sizeof p, "%s/emptydir", dir);
+    mkd(dir, "emptydir");
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), STORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "Maildir"));
+    /* NUL octets and a truncated mbox: archived as they are */
+    snprintf(p, sizeof p, "%s/nul.eml", dir);
+    write_file(p, "Subject: n\n\na\0b\n", 16);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 1);
+    ck_assert_uint_eq(st.malformed, 1);
+    snprintf(p, sizeof p, "%s/trunc.mbox", dir);
+    write_file(p, "From x Fri Feb 22 17:06:23 2008\nSubject: a\n\nbody\n\nFrom y Fri Feb 22 "
+               "17:06:23 2008\nSubject: b\n\ncut in the mid", 110);
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 2);
+    /* unknown user */
+    ck_assert_int_eq(store_import(in, "nobody", srcs, 1, &o, &st, &err), STORE_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err, "unknown user"));
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    fclose(devnull);
+}
+END_TEST
+
+START_TEST(test_map_full)
+{
+    /* A tiny map: the import fails cleanly and the store stays consistent. */
+    const char *err = NULL;
+    inst_close(in);
+    in = NULL;
+    struct store_cfg small = cfg;
+    small.map_size = 1u << 20;
+    ck_assert_int_eq(registry_instance_add(reg, "tiny", &err), 0);
+    struct inst *t;
+    ck_assert_int_eq(inst_open(&small, "tiny", true, &t, &err), 0);
+    ck_assert_int_eq(inst_user_add(t, "u", NULL, false, &err), 0);
+    char p[256];
+    snprintf(p, sizeof p, "%s/big.eml", dir);
+    size_t n = 4u << 20;
+    char *b = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (char)(rand() & 0x7f);   /* incompressible */
+    memcpy(b, "Subject: big\n\n", 14);
+    write_file(p, b, n);
+    free(b);
+    const char *srcs[] = {p};
+    struct import_opts o = {.warn = stderr};
+    struct import_stats st;
+    ck_assert_int_eq(store_import(t, "u", srcs, 1, &o, &st, &err), STORE_EFULL);
+    ck_assert_ptr_nonnull(strstr(err, "map_size"));
+    ck_assert_int_eq(store_verify_inst(t, stderr), 0);
+    inst_close(t);
+    ck_assert_int_eq(inst_open(&cfg, "demo", true, &in, &err), 0);
+}
+END_TEST
+
+START_TEST(test_backup_restore)
+{
+    static const char m1[] = "From: a@b\nSubject: hi\n\nbody\n";
+    uint32_t uid;
+    bool added;
+    const char *err = NULL;
+    ck_assert_int_eq(add("Archive", m1, sizeof m1 - 1, NULL, &uid, &added), 0);
+    ck_assert_int_eq(inst_user_add(in, "bob", "pw", false, &err), 0);
+    ck_assert_int_eq(inst_grant(in, "bob", "alice", true, &err), 0);
+    char bk[128];
+    snprintf(bk, sizeof bk, "%s/backup", dir);
+    ck_assert_int_eq(store_backup(&cfg, "demo", bk, &err), 0);
+    ck_assert_int_eq(store_backup(&cfg, "demo", bk, &err), STORE_EEXIST);
+    ck_assert_int_eq(store_restore(reg, bk, "demo", &err), STORE_EEXIST);
+    ck_assert_int_eq(store_restore(reg, bk, "copy", &err), 0);
+    struct inst *c;
+    ck_assert_int_eq(inst_open(&cfg, "copy", false, &c, &err), 0);
+    ck_assert(inst_may_read(c, "bob", "alice"));
+    struct mbox_rec a, b2;
+    ck_assert_int_eq(inst_mbox_get(c, "alice", "Archive", &b2), 0);
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "Archive", &a), 0);
+    inst_rd_end(in);
+    ck_assert_uint_eq(a.id, b2.id);
+    ck_assert_uint_eq(a.uidvalidity, b2.uidvalidity);
+    ck_assert_uint_eq(a.uidnext, b2.uidnext);
+    ck_assert_uint_eq(a.messages, b2.messages);
+    ck_assert_uint_eq(a.size, b2.size);
+    ck_assert_uint_eq(b2.special_use, STORE_SU_ARCHIVE);
+    ck_assert_int_eq(store_verify_inst(c, stderr), 0);
+    inst_close(c);
+}
+END_TEST
+
+START_TEST(test_reindex)
+{
+    static const char m1[] = "From: a@b\nSubject: hi\n\nbody\n";
+    uint32_t uid;
+    bool added;
+    const char *err = NULL;
+    ck_assert_int_eq(add("INBOX", m1, sizeof m1 - 1, NULL, &uid, &added), 0);
+    unsigned char key[8];
+    put_be64(key, 1);
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    MDB_val k = {8, key};
+    ck_assert_int_eq(mdb_del(in->wr, in->dbi[DB_INFO], &k, NULL), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    fclose(devnull);
+    uint64_t n = 0;
+    ck_assert_int_eq(store_reindex(in, true, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    const void *info;
+    size_t il;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_info(in, 1, &info, &il), 0);
+    ck_assert_uint_eq(msginfo_version(info, il), MSGINFO_VERSION);
+    inst_rd_end(in);
+}
+END_TEST
+
+START_TEST(test_lockfiles)
+{
+    char bad[256] = "";
+    ck_assert_int_eq(store_check_lockfiles(dir, getuid(), getgid(), bad, sizeof bad), 0);
+    if (getuid() == 0)
+        return;   /* root may write anything */
+    char p[256];
+    snprintf(p, sizeof p, "%s/instances/demo/lock.mdb", dir);
+    ck_assert_int_eq(chmod(p, 0444), 0);
+    ck_assert_int_ne(store_check_lockfiles(dir, getuid(), getgid(), bad, sizeof bad), 0);
+    ck_assert_str_eq(bad, p);
+    chmod(p, 0640);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *t = tcase_create("pure");
+    tcase_add_test(t, test_crc32c);
+    tcase_add_test(t, test_user_canon);
+    tcase_add_test(t, test_dates);
+    suite_add_tcase(s, t);
+    t = tcase_create("env");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_registry);
+    tcase_add_test(t, test_writer_lock);
+    tcase_add_test(t, test_users_secrets);
+    tcase_add_test(t, test_grants);
+    tcase_add_test(t, test_messages_dedup);
+    tcase_add_test(t, test_partial_read);
+    tcase_add_test(t, test_corruption);
+    tcase_add_test(t, test_import_export_mbox);
+    tcase_add_test(t, test_import_maildir);
+    tcase_add_test(t, test_import_bad_inputs);
+    tcase_add_test(t, test_map_full);
+    tcase_add_test(t, test_backup_restore);
+    tcase_add_test(t, test_reindex);
+    tcase_add_test(t, test_lockfiles);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

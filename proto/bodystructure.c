@@ -13,7 +13,7 @@
 #include <string.h>
 
 struct pdata {
-    bool has_ct, ct_ok;
+    bool ct_seen, has_ct, ct_ok;   /* has_ct: a valid Content-Type */
     struct buf type, subtype, params;   /* params: key\0value\0 pairs */
     bool has_cte;
     struct buf cte;
@@ -58,7 +58,10 @@ static void parse_ct(struct pdata *d, const struct mimehdr_field *f)
     rfc822_init(&c, f->value, f->value_len, NULL);
     rfc822_skip_lwsp(&c);
     int r = rfc822_content_type(&c, &ct);
-    d->has_ct = true;
+    d->ct_seen = true;
+    /* RFC 2045 5.2: an invalid Content-Type is treated as absent, i.e.
+     * text/plain; charset=us-ascii (Dovecot writes "" "" instead) */
+    d->has_ct = r >= 0;
     if (r >= 0) {
         const unsigned char *sl = ct.len ? memchr(ct.data, '/', ct.len) : NULL;
         size_t tl = sl ? (size_t)(sl - ct.data) : ct.len;
@@ -130,7 +133,7 @@ static void pdata_parse(struct pdata *d, const unsigned char *hdr, size_t len)
             rfc822_ncasecmp((const char *)f.name, "Content-", 8) != 0)
             continue;
         if (mimehdr_name_is(&f, "Content-Type")) {
-            if (!d->has_ct)
+            if (!d->ct_seen)
                 parse_ct(d, &f);
         } else if (mimehdr_name_is(&f, "Content-Transfer-Encoding")) {
             if (!d->has_cte)

@@ -40,6 +40,24 @@ static struct cs table[] = {
     { "UTF-7", false, NO_CD, false }, { "TIS-620", false, NO_CD, false },
     { "CP850", false, NO_CD, false }, { "CP437", false, NO_CD, false },
     { "CP866", false, NO_CD, false }, { "MACINTOSH", false, NO_CD, false },
+    { "CP949", false, NO_CD, false }, { "BIG5-HKSCS", false, NO_CD, false },
+    { "CP932", false, NO_CD, false }, { "CP950", false, NO_CD, false },
+    { "ISO-2022-JP-2", false, NO_CD, false }, { "ISO-2022-JP-3", false, NO_CD, false },
+    { "EUC-TW", false, NO_CD, false }, { "ISO-2022-CN", false, NO_CD, false },
+    { "ISO-2022-CN-EXT", false, NO_CD, false }, { "EUC-JISX0213", false, NO_CD, false },
+    { "SHIFT_JISX0213", false, NO_CD, false }, { "JOHAB", false, NO_CD, false },
+    { "CP737", false, NO_CD, false }, { "CP775", false, NO_CD, false },
+    { "CP852", false, NO_CD, false }, { "CP855", false, NO_CD, false },
+    { "CP857", false, NO_CD, false }, { "CP860", false, NO_CD, false },
+    { "CP861", false, NO_CD, false }, { "CP862", false, NO_CD, false },
+    { "CP863", false, NO_CD, false }, { "CP865", false, NO_CD, false },
+    { "CP874", false, NO_CD, false }, { "CP1125", false, NO_CD, false },
+    { "KOI8-RU", false, NO_CD, false }, { "KOI8-T", false, NO_CD, false },
+    { "VISCII", false, NO_CD, false }, { "TCVN5712-1", false, NO_CD, false },
+    { "ARMSCII-8", false, NO_CD, false }, { "GEORGIAN-PS", false, NO_CD, false },
+    { "PT154", false, NO_CD, false }, { "MAC-CYRILLIC", false, NO_CD, false },
+    { "UTF-32", false, NO_CD, false }, { "UTF-32BE", false, NO_CD, false },
+    { "UTF-32LE", false, NO_CD, false }, { "UCS-2", false, NO_CD, false },
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
@@ -51,7 +69,13 @@ static const struct { const char *alias; const char *name; } aliases[] = {
     { "CP1254", "WINDOWS-1254" }, { "CP1255", "WINDOWS-1255" }, { "CP1256", "WINDOWS-1256" },
     { "CP1257", "WINDOWS-1257" }, { "CP1258", "WINDOWS-1258" }, { "SJIS", "SHIFT_JIS" },
     { "XSJIS", "SHIFT_JIS" }, { "MSKANJI", "SHIFT_JIS" }, { "CP936", "GBK" },
-    { "BIG5HKSCS", "BIG5" }, { "KSC56011987", "EUC-KR" }, { "CP949", "EUC-KR" },
+    { "KSC56011987", "CP949" }, { "KSC5601", "CP949" }, { "UHC", "CP949" },
+    { "WINDOWS949", "CP949" }, { "WINDOWS31J", "CP932" }, { "WINDOWS936", "GBK" },
+    { "WINDOWS950", "CP950" }, { "BIG5HKSCS", "BIG5-HKSCS" }, { "XGBK", "GBK" },
+    { "XEUCJP", "EUC-JP" }, { "XEUCTW", "EUC-TW" }, { "IBM852", "CP852" },
+    { "IBM866", "CP866" }, { "IBM437", "CP437" }, { "IBM850", "CP850" },
+    { "XMACROMAN", "MACINTOSH" }, { "MACROMAN", "MACINTOSH" }, { "XMACCYRILLIC", "MAC-CYRILLIC" },
+    { "UNICODE11UTF8", "UTF-8" }, { "UNICODE11UTF7", "UTF-7" }, { "UCS2", "UCS-2" },
     { "TIS620", "TIS-620" }, { "WINDOWS874", "TIS-620" },
 };
 
@@ -95,7 +119,9 @@ int charset_init(const char **err)
     int rc = 0;
     for (size_t i = 2; i < NTABLE; i++) {
         open_one(&table[i]);
-        if (table[i].cd == NO_CD && rc == 0) {
+        /* only the advertised SEARCH charsets are required; a message
+         * charset this libc lacks is read as UTF-8 (everywhere alike) */
+        if (table[i].cd == NO_CD && table[i].search && rc == 0) {
             rc = -1;
             if (err)
                 *err = table[i].name;

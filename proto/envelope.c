@@ -59,6 +59,26 @@ static const char *S(const struct aparse *a, size_t off)
     return off == NOSTR ? NULL : (const char *)a->strs.data + off;
 }
 
+/* Local parts accept misplaced dots ("..x", "a..b", "x."), which real
+ * mail has and the reference keeps. */
+static int nonstrict_dot_atom(struct rfc822_ctx *c, struct buf *out)
+{
+    int r = -1;
+    do {
+        while (*c->p == '.') {
+            buf_putc(out, '.');
+            c->p++;
+            if (c->p >= c->end)
+                return 0;
+            r = 1;
+        }
+        if (*c->p == '@')
+            break;
+        r = rfc822_atom(c, out);
+    } while (r > 0 && *c->p == '.');
+    return r;
+}
+
 static int local_part(struct aparse *a)
 {
     int r;
@@ -66,7 +86,7 @@ static int local_part(struct aparse *a)
     if (*a->c.p == '"')
         r = rfc822_quoted_string(&a->c, &a->tmp);
     else
-        r = rfc822_dot_atom(&a->c, &a->tmp);
+        r = nonstrict_dot_atom(&a->c, &a->tmp);
     if (r < 0)
         return -1;
     a->cur.mailbox = save(a, a->tmp.data, a->tmp.len);

@@ -38,7 +38,7 @@ struct pctx {
     struct bnd *bs;
     size_t nb, bcap;
     /* header state of the current part */
-    bool seen_ct, multipart, have_pending;
+    bool seen_ct, ct_valid, multipart, have_pending;
     char pending[BOUNDARY_MAX + 1];
     size_t pending_len;
     unsigned prev_nl;
@@ -139,6 +139,17 @@ static int push_boundary(struct pctx *c)
     return 0;
 }
 
+static int hexdig(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 /* First Content-Type of the part: sets the type flags, and remembers the
  * boundary of a multipart. */
 static void content_type(struct pctx *c, const struct mimehdr_field *f)
@@ -153,8 +164,9 @@ static void content_type(struct pctx *c, const struct mimehdr_field *f)
     rfc822_skip_lwsp(&rc);
     int r = rfc822_content_type(&rc, &ct);
     const char *s = buf_cstr(&ct);
+    c->ct_valid = r >= 0;
     if (!s || r < 0)
-        s = "";   /* an invalid Content-Type gives no type at all */
+        s = "";   /* an invalid Content-Type gives no type: the default applies */
     if (rfc822_casecmp(s, "message/rfc822") == 0)
         p->flags |= MIME_F_RFC822;
     else if (rfc822_ncasecmp(s, "text", 4) == 0 && (s[4] == '\0' || s[4] == '/'))
@@ -171,6 +183,7 @@ static void content_type(struct pctx *c, const struct mimehdr_field *f)
     (void)rfc2231_params(&rc, &params, &n);
     size_t pos = 0;
     const char *k, *v;
+    const char *ext = NULL;
     while (rfc2231_next(&params, &pos, &k, &v)) {
         if (rfc822_casecmp(k, "boundary") == 0) {
             size_t bl = strlen(v);
@@ -181,6 +194,28 @@ static void content_type(struct pctx *c, const struct mimehdr_field *f)
             c->have_pending = true;
             break;
         }
+        if (!ext && rfc822_casecmp(k, "boundary*") == 0)
+            ext = v;
+    }
+    if (!c->have_pending && ext) {
+        /* RFC 2231 4 applies to every parameter, boundary included:
+         * charset'language'%XX-encoded value (Dovecot ignores this form;
+         * docs/COMPATIBILITY.md) */
+        const char *q = strchr(ext, '\'');
+        q = q ? strchr(q + 1, '\'') : NULL;
+        const char *src = q ? q + 1 : ext;
+        size_t bl = 0;
+        for (; *src && bl < BOUNDARY_MAX; src++) {
+            int hi, lo;
+            if (*src == '%' && (hi = hexdig(src[1])) >= 0 && (lo = hexdig(src[2])) >= 0) {
+                c->pending[bl++] = (char)(hi * 16 + lo);
+                src += 2;
+            } else {
+                c->pending[bl++] = *src;
+            }
+        }
+        c->pending_len = bl;
+        c->have_pending = true;
     }
     buf_free(&params);
 }
@@ -244,6 +279,7 @@ int mime_parse(const unsigned char *m, size_t len, struct mime_tree *t, const ch
         switch (st) {
         case ST_HDR_INIT:
             c.seen_ct = false;
+            c.ct_valid = false;
             c.have_pending = false;
             c.multipart = false;
             c.prev_nl = 0;
@@ -319,7 +355,9 @@ int mime_parse(const unsigned char *m, size_t len, struct mime_tree *t, const ch
             if (!(p->flags & MIME_F_IS_MIME))
                 p->flags = 0;
             c.have_pending = false;
-            if (!c.seen_ct || !(p->flags & MIME_F_IS_MIME)) {
+            /* RFC 2045 5.2: no Content-Type, or an invalid one, means the
+             * default (RFC 2046 5.1.5: message/rfc822 inside a digest) */
+            if (!c.seen_ct || !c.ct_valid || !(p->flags & MIME_F_IS_MIME)) {
                 if (p->parent != MIME_NONE && (t->parts[p->parent].flags & MIME_F_DIGEST))
                     p->flags |= MIME_F_RFC822;
                 else

@@ -341,6 +341,7 @@ int msginfo_header_filter(const unsigned char *hdr, size_t len,
 {
     struct mimehdr_iter it;
     struct mimehdr_field f;
+    bool last_crlf = true;
     mimehdr_init(&it, hdr, len);
     for (;;) {
         if (mimehdr_next(&it, &f) <= 0)
@@ -367,13 +368,12 @@ int msginfo_header_filter(const unsigned char *hdr, size_t len,
             continue;
         if (buf_append(out, f.raw, f.raw_len))
             return -1;
-        if (f.raw_len == 0 || f.raw[f.raw_len - 1] != '\n')
-            if (buf_append(out, "\r\n", 2))
-                return -1;
+        last_crlf = f.raw_len >= 2 && f.raw[f.raw_len - 1] == '\n' && f.raw[f.raw_len - 2] == '\r';
     }
-    /* Dovecot ends a HEADER.FIELDS answer with the blank line always, but a
-     * HEADER.FIELDS.NOT answer only when the header had one. */
+    /* As the reference: HEADER.FIELDS always ends with a blank line (a bare
+     * LF after a last field that had no line end), HEADER.FIELDS.NOT only
+     * when the header had one. Fields are copied exactly as they are. */
     if (not_ && it.p >= it.end)
         return 0;
-    return buf_append(out, "\r\n", 2) ? -1 : 0;
+    return (last_crlf ? buf_append(out, "\r\n", 2) : buf_putc(out, '\n')) ? -1 : 0;
 }

@@ -245,21 +245,20 @@ static int parse_item(struct fetch *f, const struct imap_arg *a, bool top)
     if (a->type != IMAP_ARG_ATOM)
         return -1;
     if (top) {
-        if (imap_arg_eq(a, "ALL"))
-            return add_item(f, F_FLAGS, "FLAGS") && add_item(f, F_INTERNALDATE, "INTERNALDATE") &&
-                           add_item(f, F_SIZE, "RFC822.SIZE") &&
-                           add_item(f, F_ENVELOPE, "ENVELOPE") && (f->any_msginfo = true)
-                       ? 0 : -1;
-        if (imap_arg_eq(a, "FAST"))
-            return add_item(f, F_FLAGS, "FLAGS") && add_item(f, F_INTERNALDATE, "INTERNALDATE") &&
-                           add_item(f, F_SIZE, "RFC822.SIZE")
-                       ? 0 : -1;
-        if (imap_arg_eq(a, "FULL"))
-            return add_item(f, F_FLAGS, "FLAGS") && add_item(f, F_INTERNALDATE, "INTERNALDATE") &&
-                           add_item(f, F_SIZE, "RFC822.SIZE") &&
-                           add_item(f, F_ENVELOPE, "ENVELOPE") && add_item(f, F_BODY, "BODY") &&
-                           (f->any_msginfo = true)
-                       ? 0 : -1;
+        /* macros (RFC 3501 6.4.5): ALL, FAST, FULL */
+        bool all = imap_arg_eq(a, "ALL"), fast = imap_arg_eq(a, "FAST"),
+             full = imap_arg_eq(a, "FULL");
+        if (all || fast || full) {
+            if (!add_item(f, F_FLAGS, "FLAGS") || !add_item(f, F_INTERNALDATE, "INTERNALDATE") ||
+                !add_item(f, F_SIZE, "RFC822.SIZE"))
+                return -1;
+            if ((all || full) && !add_item(f, F_ENVELOPE, "ENVELOPE"))
+                return -1;
+            if (full && !add_item(f, F_BODY, "BODY"))
+                return -1;
+            f->any_msginfo = all || full;
+            return 0;
+        }
     }
     struct fitem *it = NULL;
     if (imap_arg_eq(a, "FLAGS"))

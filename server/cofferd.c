@@ -405,7 +405,8 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
     }
     static struct confine_ctx cc;
     snprintf(cc.root, sizeof cc.root, "%s", root);
-    snprintf(cc.urandom, sizeof cc.urandom, "%s", co.chroot ? "/dev/urandom" : "/dev/urandom");
+    /* In the chroot this is <data_dir>/dev/urandom (made by prepare_urandom). */
+    snprintf(cc.urandom, sizeof cc.urandom, "/dev/urandom");
     int ll = confine_landlock(root, cc.urandom);
     if (ll < 0) {
         log_err("Landlock failed: %s", strerror(errno));
@@ -565,9 +566,13 @@ static void refuse(int fd, bool is_tls, const char *why)
 static void addr_strings(const struct sockaddr_storage *ss, socklen_t sl, char *ip, size_t iplen,
                          char *desc, size_t desclen)
 {
-    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
-    getnameinfo((const struct sockaddr *)ss, sl, host, sizeof host, serv, sizeof serv,
-                NI_NUMERICHOST | NI_NUMERICSERV);
+    char host[NI_MAXHOST] = "local", serv[NI_MAXSERV] = "0";
+    if ((ss->ss_family != AF_INET && ss->ss_family != AF_INET6)
+        || getnameinfo((const struct sockaddr *)ss, sl, host, sizeof host, serv, sizeof serv,
+                       NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(host, sizeof host, "local");
+        snprintf(serv, sizeof serv, "0");
+    }
     const char *h = host;
     if (!strncmp(h, "::ffff:", 7) && strchr(h, '.'))
         h += 7;
@@ -586,6 +591,8 @@ static void accept_one(const struct listener *l)
     if (fd < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
             log_warn("accept: %s", strerror(errno));
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            usleep(100000);   /* the listener stays readable: do not spin */
         return;
     }
     char ip[64], desc[96];
@@ -660,7 +667,10 @@ static void reload(void)
     snprintf(ncfg.group, sizeof ncfg.group, "%s", cfg.group);
     tls_free(tls);
     tls = nt;
+    bool relog = ncfg.log_syslog != cfg.log_syslog;
     cfg = ncfg;
+    if (relog)
+        log_open("cofferd", cfg.log_syslog);
     struct auth_config ac = {
         .hostname = cfg.hostname,
         .allow_plaintext = cfg.allow_plaintext_auth,
@@ -839,7 +849,7 @@ int main(int argc, char **argv)
         printf("cofferd: %s: configuration OK\n", cfg_path);
         return 0;
     }
-    log_open(inetd ? "cofferd" : "cofferd", cfg.log_syslog);
+    log_open("cofferd", cfg.log_syslog);
     if (prepare(false, err, sizeof err) != 0) {
         log_err("%s", err);
         if (cfg.log_syslog)

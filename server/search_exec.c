@@ -151,39 +151,64 @@ static int cand_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Keep the candidates whose msgnum is in the postings of tri in field f1
- * (or f2, when f2 >= 0). */
-static int filter_tri(struct ex *x, int f1, int f2, const unsigned char *tri,
-                      struct cand *c, size_t *m)
-{
+/* One trigram of the key: its postings in field f1, or in f1 or f2 (TEXT
+ * sees header and body text, indexed separately). */
+struct tri_src {
     struct ix_cursor c1, c2;
-    int rc = ix_cursor_open(x->txn, x->dbs, f1, tri, &c1);
-    if (rc)
-        return rc;
-    if (f2 >= 0 && (rc = ix_cursor_open(x->txn, x->dbs, f2, tri, &c2))) {
-        ix_cursor_close(&c1);
-        return rc;
+    bool two, open1, open2;
+};
+
+/* Smallest posting >= t of the source: 1 (with *v), 0 none left, or <0. */
+static int src_seek(struct tri_src *s, uint64_t t, uint64_t *v)
+{
+    uint64_t v1 = UINT64_MAX, v2 = UINT64_MAX;
+    int r = ix_cursor_seek(&s->c1, t, &v1);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        v1 = UINT64_MAX;
+    if (s->two) {
+        r = ix_cursor_seek(&s->c2, t, &v2);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            v2 = UINT64_MAX;
     }
-    size_t i = 0, o = 0, n = *m;
+    *v = v1 < v2 ? v1 : v2;
+    return *v != UINT64_MAX;
+}
+
+/* Keep the candidates (sorted by msgnum) that are in every source: a
+ * leapfrog join. Each miss jumps every cursor and the candidate list to
+ * the next msgnum that source can still match, so the rarest trigram
+ * drives the walk and common ones are only ever probed, never read whole. */
+static int leapfrog(struct tri_src *src, size_t ns, struct cand *c, size_t *m)
+{
+    size_t i = 0, o = 0, n = *m, first = 0;
+    int rc = STORE_OK;
     while (i < n) {
-        uint64_t t = c[i].msgnum, v1 = UINT64_MAX, v2 = UINT64_MAX, v;
-        int r = ix_cursor_seek(&c1, t, &v1);
-        if (r < 0) { rc = r; break; }
-        if (r == 0) v1 = UINT64_MAX;
-        if (f2 >= 0) {
-            r = ix_cursor_seek(&c2, t, &v2);
-            if (r < 0) { rc = r; break; }
-            if (r == 0) v2 = UINT64_MAX;
+        uint64_t t = c[i].msgnum, v = 0;
+        bool all = true;
+        for (size_t k = 0; k < ns; k++) {
+            size_t j = (first + k) % ns;     /* start with the last one that missed */
+            int r = src_seek(&src[j], t, &v);
+            if (r < 0) {
+                rc = r;
+                goto out;
+            }
+            if (r == 0)
+                goto out;                     /* a source is exhausted: done */
+            if (v != t) {
+                first = j;
+                all = false;
+                break;
+            }
         }
-        v = v1 < v2 ? v1 : v2;
-        if (v == UINT64_MAX)
-            break;
-        if (v == t) {
+        if (all) {
             while (i < n && c[i].msgnum == t)
                 c[o++] = c[i++];
             continue;
         }
-        /* leapfrog: skip candidates below v */
         size_t lo = i, hi = n;
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
@@ -194,14 +219,47 @@ static int filter_tri(struct ex *x, int f1, int f2, const unsigned char *tri,
         }
         i = lo;
     }
-    ix_cursor_close(&c1);
-    if (f2 >= 0)
-        ix_cursor_close(&c2);
+out:
+    *m = o;
+    return rc;
+}
+
+static int index_filter(struct ex *x, const struct search_node *n, int f1, int f2,
+                        struct cand *c, size_t *m)
+{
+    size_t ntri = n->klen - 2, ns = 0;
+    struct tri_src *src = calloc(ntri, sizeof *src);
+    int rc = STORE_OK;
+    if (!src) {
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    for (size_t k = 0; k < ntri && rc == STORE_OK; k++) {
+        bool dup = false;
+        for (size_t j = 0; j < k && !dup; j++)
+            dup = memcmp(n->key + j, n->key + k, 3) == 0;
+        if (dup)
+            continue;
+        struct tri_src *s = &src[ns++];
+        if ((rc = ix_cursor_open(x->txn, x->dbs, f1, n->key + k, &s->c1)) == STORE_OK) {
+            s->open1 = true;
+            if (f2 >= 0 && (rc = ix_cursor_open(x->txn, x->dbs, f2, n->key + k, &s->c2)) == STORE_OK)
+                s->open2 = s->two = true;
+        }
+    }
+    if (rc == STORE_OK)
+        rc = leapfrog(src, ns, c, m);
+    for (size_t k = 0; k < ns; k++) {
+        if (src[k].open1)
+            ix_cursor_close(&src[k].c1);
+        if (src[k].open2)
+            ix_cursor_close(&src[k].c2);
+    }
+    free(src);
     if (rc == STORE_ECORRUPT)
         *x->err = "text index is corrupt: run `coffer verify` and `coffer reindex`";
     else if (rc)
         *x->err = "cannot read the text index";
-    *m = o;
     return rc;
 }
 
@@ -281,13 +339,15 @@ static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S
         else
             f1 = n->field;
         qsort(c, m, sizeof *c, cand_cmp);
-        /* distinct trigrams of the key, each narrowing the candidates */
-        for (size_t k = 0; k + 2 < n->klen && m > 0 && rc == STORE_OK; k++) {
-            bool dup = false;
-            for (size_t j = 0; j < k && !dup; j++)
-                dup = memcmp(n->key + j, n->key + k, 3) == 0;
-            if (!dup)
-                rc = filter_tri(x, f1, f2, n->key + k, c, &m);
+        rc = index_filter(x, n, f1, f2, c, &m);
+        /* A 3-octet key is one trigram, and a posting says exactly that the
+         * trigram occurs in that field's text (never across a segment
+         * separator): nothing left to confirm. Not for the generic HEADER
+         * path, whose postings cover every field. */
+        if (rc == STORE_OK && n->klen == 3 && !(n->type == SK_HEADER && n->field == MT__N)) {
+            for (size_t j = 0; j < m; j++)
+                R[c[j].idx] = 1;
+            m = 0;
         }
     }
     for (size_t j = 0; j < m && rc == STORE_OK; j++) {

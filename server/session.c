@@ -395,6 +395,10 @@ static enum rd_result read_command(struct session *s, struct buf *line, struct b
             bye(s, "Timeout reading command");
             return RD_END;
         }
+        if (rc == CONN_EINTR) {
+            bye(s, "Server shutting down");
+            return RD_END;
+        }
         if (rc != CONN_OK)
             return RD_END;
         const char *l = (const char *)line->data;

@@ -4,8 +4,11 @@
  *   ix_meta  "version" -> u32
  *   ix_doc   msgnum (u64 BE) -> u32 version, u32 crc32c(version)
  *   ix_post  field u8, trigram[3], first msgnum u64 BE ->
- *            u32 crc32c(rest), u16 count, u64 last, varint deltas
- *            (count-1 of them; the first entry is the key's msgnum)
+ *            u32 crc32c(deltas), u16 count, u64 last, varint deltas
+ *            (count-1 of them; the first entry is the key's msgnum).
+ *            The CRC covers the deltas only, so an append extends it
+ *            (CRC chaining) without reading the block; count and last are
+ *            checked against the decoded deltas instead.
  * Blocks of one (field, trigram) hold disjoint, increasing ranges. Import
  * appends increasing msgnums, so the common write is "extend the last
  * block"; a smaller msgnum (reindex order, purge) is inserted in place. */
@@ -80,7 +83,7 @@ static int block_decode(const unsigned char *key, const MDB_val *v, uint64_t *en
     const unsigned char *p = v->mv_data;
     if (v->mv_size < VHDR || v->mv_size > VHDR + IX_BLOCK_MAX_BYTES + 10)
         return STORE_ECORRUPT;
-    if (crc32c(0, p + 4, v->mv_size - 4) != get_be32(p))
+    if (crc32c(0, p + VHDR, v->mv_size - VHDR) != get_be32(p))
         return STORE_ECORRUPT;
     size_t count = (size_t)p[4] << 8 | p[5];
     uint64_t last = get_be64(p + 6);
@@ -125,7 +128,7 @@ static size_t block_encode(const uint64_t *ent, size_t n, unsigned char *out)
     out[4] = (unsigned char)(n >> 8);
     out[5] = (unsigned char)n;
     put_be64(out + 6, ent[n - 1]);
-    put_be32(out, crc32c(0, out + 4, off - 4));
+    put_be32(out, crc32c(0, out + VHDR, off - VHDR));
     return off;
 }
 
@@ -175,29 +178,35 @@ static int post_add(MDB_txn *txn, MDB_cursor *cur, MDB_dbi dbi, int field,
     }
     unsigned char bkey[KEYLEN];
     memcpy(bkey, k.mv_data, KEYLEN);
-    size_t n;
-    if ((rc = block_decode(bkey, &v, scratch, &n))) {
+    const unsigned char *old = v.mv_data;
+    if (v.mv_size < VHDR || v.mv_size > VHDR + IX_BLOCK_MAX_BYTES + 10) {
         *err = "corrupt text index block (run `coffer reindex`)";
-        return rc;
+        return STORE_ECORRUPT;
     }
-    if (msgnum > scratch[n - 1]) {
-        /* fast path: extend the block in place if it has room */
-        const unsigned char *old = v.mv_data;
-        unsigned char val[VHDR + IX_BLOCK_MAX_BYTES + 10];
+    size_t n = (size_t)old[4] << 8 | old[5];
+    uint64_t last = get_be64(old + 6);
+    if (msgnum > last) {
+        /* Fast path (every import): extend the block in place, chaining
+         * its CRC over the new delta; nothing is decoded. */
         if (n < IX_BLOCK_MAX_ENTRIES && v.mv_size + 10 <= VHDR + IX_BLOCK_MAX_BYTES) {
+            unsigned char val[VHDR + IX_BLOCK_MAX_BYTES + 10];
             memcpy(val, old, v.mv_size);
-            size_t len = v.mv_size + put_varint(val + v.mv_size, msgnum - scratch[n - 1]);
+            size_t dl = put_varint(val + v.mv_size, msgnum - last);
             n++;
             val[4] = (unsigned char)(n >> 8);
             val[5] = (unsigned char)n;
             put_be64(val + 6, msgnum);
-            put_be32(val, crc32c(0, val + 4, len - 4));
-            MDB_val bk = { KEYLEN, bkey }, nv = { len, val };
-            rc = mdb_put(txn, dbi, &bk, &nv, 0);
+            put_be32(val, crc32c(get_be32(old), val + v.mv_size, dl));
+            MDB_val bk = { KEYLEN, bkey }, nv = { v.mv_size + dl, val };
+            rc = mdb_cursor_put(cur, &bk, &nv, MDB_CURRENT);
             return rc ? mdb_fail(rc, "writing the text index", err) : STORE_OK;
         }
         uint64_t one = msgnum;
         return put_block(txn, dbi, key, &one, 1, err);
+    }
+    if ((rc = block_decode(bkey, &v, scratch, &n))) {
+        *err = "corrupt text index block (run `coffer reindex`)";
+        return rc;
     }
     /* inside the block's range: insert unless present */
     size_t i = 0;
@@ -210,10 +219,20 @@ static int post_add(MDB_txn *txn, MDB_cursor *cur, MDB_dbi dbi, int field,
     return put_block(txn, dbi, bkey, scratch, n + 1, err);
 }
 
-static int u32cmp(const void *a, const void *b)
+/* LSD radix sort of 24-bit keys: trigram lists are long (one per text
+ * octet) and qsort showed up first in import profiles. */
+static void radix24(uint32_t *a, uint32_t *tmp, size_t n)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+    for (unsigned shift = 0; shift < 24; shift += 8) {
+        size_t cnt[257] = { 0 };
+        for (size_t i = 0; i < n; i++)
+            cnt[((a[i] >> shift) & 0xFF) + 1]++;
+        for (unsigned b = 0; b < 256; b++)
+            cnt[b + 1] += cnt[b];
+        for (size_t i = 0; i < n; i++)
+            tmp[cnt[(a[i] >> shift) & 0xFF]++] = a[i];
+        memcpy(a, tmp, n * sizeof *a);
+    }
 }
 
 struct canon_src {
@@ -238,9 +257,12 @@ static int trigrams(const struct buf *t, uint32_t **out, size_t *n)
     *out = NULL;
     if (t->len < 3)
         return 0;
-    uint32_t *a = malloc((t->len - 2) * sizeof *a);
-    if (!a)
+    uint32_t *a = malloc((t->len - 2) * sizeof *a), *tmp = malloc((t->len - 2) * sizeof *a);
+    if (!a || !tmp) {
+        free(a);
+        free(tmp);
         return -1;
+    }
     size_t m = 0;
     for (size_t i = 0; i + 2 < t->len; i++) {
         const unsigned char *p = t->data + i;
@@ -248,7 +270,8 @@ static int trigrams(const struct buf *t, uint32_t **out, size_t *n)
             continue;
         a[m++] = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
     }
-    qsort(a, m, sizeof *a, u32cmp);
+    radix24(a, tmp, m);
+    free(tmp);
     size_t u = 0;
     for (size_t i = 0; i < m; i++)
         if (u == 0 || a[u - 1] != a[i])
@@ -258,11 +281,266 @@ static int trigrams(const struct buf *t, uint32_t **out, size_t *n)
     return 0;
 }
 
+/* ---- batching: postings of a whole import transaction at once ----
+ *
+ * Writing each message's ~1,500 postings on its own costs one B-tree
+ * descent and one page update each. In batch mode they are collected in
+ * memory and written per (field, trigram) at index_flush(), one update per
+ * list per batch. Without index_batch_begin() every message is written
+ * directly (the default, so a caller that never flushes loses nothing). */
+
+struct pend {
+    uint32_t key;               /* field << 24 | trigram */
+    uint64_t msgnum;
+};
+
+static struct {
+    MDB_txn *txn;               /* batch open for this transaction */
+    const struct index_dbs *dbs;
+    struct pend *e;
+    size_t n, cap;
+    uint64_t *docs;
+    size_t ndocs, capdocs;
+} batch;
+
+#define BATCH_MAX_ENTRIES (4u << 20)    /* ~64 MiB: flushed early beyond this */
+
+static int write_doc(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                     const char **err)
+{
+    unsigned char dk[8], dv[8];
+    put_be64(dk, msgnum);
+    put_be32(dv, INDEX_VERSION);
+    put_be32(dv + 4, crc32c(0, dv, 4));
+    MDB_val k = { 8, dk }, v = { 8, dv };
+    int rc = mdb_put(txn, dbs->dbi[DBI_DOC], &k, &v, 0);
+    return rc ? mdb_fail(rc, "writing the text index", err) : STORE_OK;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Add the sorted, distinct msgnums m[0..cnt) to the list of one key. */
+static int group_write(MDB_txn *txn, MDB_cursor *cur, MDB_dbi dbi, uint32_t key,
+                       const uint64_t *m, size_t cnt, uint64_t *scratch, const char **err)
+{
+    unsigned char prefix[KEYLEN];
+    prefix[0] = (unsigned char)(key >> 24);
+    prefix[1] = (unsigned char)(key >> 16);
+    prefix[2] = (unsigned char)(key >> 8);
+    prefix[3] = (unsigned char)key;
+    put_be64(prefix + 4, UINT64_MAX);
+    MDB_val k = { KEYLEN, prefix }, v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc && rc != MDB_NOTFOUND)
+        return mdb_fail(rc, "reading the text index", err);
+    bool have = rc == 0 && k.mv_size == KEYLEN && memcmp(k.mv_data, prefix, 4) == 0;
+    size_t i = 0;
+    if (have) {
+        const unsigned char *old = v.mv_data;
+        if (v.mv_size < VHDR || v.mv_size > VHDR + IX_BLOCK_MAX_BYTES + 10) {
+            *err = "corrupt text index block (run `coffer reindex`)";
+            return STORE_ECORRUPT;
+        }
+        size_t n = (size_t)old[4] << 8 | old[5];
+        uint64_t last = get_be64(old + 6);
+        if (m[0] <= last) {
+            /* not an append (reindex order, re-add): one at a time */
+            for (size_t j = 0; j < cnt; j++) {
+                unsigned char tri[3] = { prefix[1], prefix[2], prefix[3] };
+                if ((rc = post_add(txn, cur, dbi, prefix[0], tri, m[j], scratch, err)))
+                    return rc;
+            }
+            return STORE_OK;
+        }
+        unsigned char val[VHDR + IX_BLOCK_MAX_BYTES + 10], bkey[KEYLEN];
+        size_t len = v.mv_size;
+        memcpy(val, old, len);
+        memcpy(bkey, k.mv_data, KEYLEN);
+        uint32_t crc = get_be32(old);
+        while (i < cnt && n < IX_BLOCK_MAX_ENTRIES && len + 10 <= VHDR + IX_BLOCK_MAX_BYTES) {
+            size_t dl = put_varint(val + len, m[i] - last);
+            crc = crc32c(crc, val + len, dl);
+            len += dl;
+            last = m[i++];
+            n++;
+        }
+        if (i > 0) {
+            val[4] = (unsigned char)(n >> 8);
+            val[5] = (unsigned char)n;
+            put_be64(val + 6, last);
+            put_be32(val, crc);
+            MDB_val bk = { KEYLEN, bkey }, nv = { len, val };
+            if ((rc = mdb_cursor_put(cur, &bk, &nv, MDB_CURRENT)))
+                return mdb_fail(rc, "writing the text index", err);
+        }
+    }
+    while (i < cnt) {
+        /* greedily fill new blocks */
+        size_t take = 1, size = VHDR;
+        while (i + take < cnt && take < IX_BLOCK_MAX_ENTRIES &&
+               size + varint_len(m[i + take] - m[i + take - 1]) + 10 <= VHDR + IX_BLOCK_MAX_BYTES)
+            size += varint_len(m[i + take] - m[i + take - 1]), take++;
+        if ((rc = put_block(txn, dbi, prefix, m + i, take, err)))
+            return rc;
+        i += take;
+    }
+    return STORE_OK;
+}
+
+static int u64cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int pend_flush(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
+{
+    int rc = STORE_OK;
+    size_t n = batch.n;
+    if (n > 0) {
+        struct pend *tmp = malloc(n * sizeof *tmp);
+        uint64_t *m = malloc(n * sizeof *m);
+        uint64_t *scratch = malloc((IX_BLOCK_MAX_ENTRIES + 1) * sizeof *scratch);
+        MDB_cursor *cur = NULL;
+        if (!tmp || !m || !scratch) {
+            *err = "out of memory flushing the text index";
+            rc = STORE_EIO;
+        } else if ((rc = mdb_cursor_open(txn, dbs->dbi[DBI_POST], &cur))) {
+            rc = mdb_fail(rc, "opening the text index", err);
+        }
+        if (rc == STORE_OK) {
+            /* stable LSD radix sort on the key keeps msgnums in call order */
+            struct pend *a = batch.e, *b = tmp;
+            for (unsigned shift = 0; shift < 32; shift += 8) {
+                size_t cnt[257] = { 0 };
+                for (size_t i = 0; i < n; i++)
+                    cnt[((a[i].key >> shift) & 0xFF) + 1]++;
+                for (unsigned x = 0; x < 256; x++)
+                    cnt[x + 1] += cnt[x];
+                for (size_t i = 0; i < n; i++)
+                    b[cnt[(a[i].key >> shift) & 0xFF]++] = a[i];
+                struct pend *t = a;
+                a = b;
+                b = t;
+            }
+            /* four passes: the sorted data is back in batch.e */
+            for (size_t i = 0; i < n && rc == STORE_OK;) {
+                size_t j = i, c = 0;
+                bool sorted = true;
+                while (j < n && a[j].key == a[i].key) {
+                    if (c && a[j].msgnum < m[c - 1])
+                        sorted = false;
+                    m[c++] = a[j++].msgnum;
+                }
+                if (!sorted)
+                    qsort(m, c, sizeof *m, u64cmp);
+                size_t u = 0;
+                for (size_t x = 0; x < c; x++)
+                    if (u == 0 || m[u - 1] != m[x])
+                        m[u++] = m[x];
+                rc = group_write(txn, cur, dbs->dbi[DBI_POST], a[i].key, m, u, scratch, err);
+                i = j;
+            }
+        }
+        if (cur)
+            mdb_cursor_close(cur);
+        free(tmp);
+        free(m);
+        free(scratch);
+    }
+    for (size_t i = 0; i < batch.ndocs && rc == STORE_OK; i++)
+        rc = write_doc(txn, dbs, batch.docs[i], err);
+    batch.n = 0;
+    batch.ndocs = 0;
+    return rc;
+}
+
+int index_batch_begin(MDB_txn *txn, const struct index_dbs *dbs)
+{
+    batch.n = 0;
+    batch.ndocs = 0;
+    batch.txn = txn;
+    batch.dbs = dbs;
+    return STORE_OK;
+}
+
+int index_flush(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
+{
+    int rc = STORE_OK;
+    if (batch.txn == txn)
+        rc = pend_flush(txn, dbs, err);
+    index_discard();
+    return rc;
+}
+
+void index_discard(void)
+{
+    batch.txn = NULL;
+    batch.dbs = NULL;
+    batch.n = 0;
+    batch.ndocs = 0;
+}
+
+static int batch_add(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                     struct mailtext *t, const char **err)
+{
+    for (int f = 0; f < NFIELDS; f++) {
+        uint32_t *tri;
+        size_t n;
+        if (trigrams(&t->f[f], &tri, &n)) {
+            *err = "out of memory";
+            return STORE_EIO;
+        }
+        if (batch.n + n > batch.cap) {
+            size_t nc = batch.cap ? batch.cap : 65536;
+            while (nc < batch.n + n)
+                nc *= 2;
+            struct pend *ne = realloc(batch.e, nc * sizeof *ne);
+            if (!ne) {
+                free(tri);
+                *err = "out of memory";
+                return STORE_EIO;
+            }
+            batch.e = ne;
+            batch.cap = nc;
+        }
+        for (size_t i = 0; i < n; i++)
+            batch.e[batch.n++] = (struct pend){ (uint32_t)f << 24 | tri[i], msgnum };
+        free(tri);
+    }
+    if (batch.ndocs == batch.capdocs) {
+        size_t nc = batch.capdocs ? batch.capdocs * 2 : 1024;
+        uint64_t *nd = realloc(batch.docs, nc * sizeof *nd);
+        if (!nd) {
+            *err = "out of memory";
+            return STORE_EIO;
+        }
+        batch.docs = nd;
+        batch.capdocs = nc;
+    }
+    batch.docs[batch.ndocs++] = msgnum;
+    if (batch.n > BATCH_MAX_ENTRIES)
+        return pend_flush(txn, dbs, err);
+    return STORE_OK;
+}
+
 int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                       const unsigned char *canon, size_t len,
                       const struct msginfo *mi, const char **err)
 {
-    unsigned char dk[8], dv[8];
+    unsigned char dk[8];
     put_be64(dk, msgnum);
     MDB_val k = { 8, dk }, v;
     int rc = mdb_get(txn, dbs->dbi[DBI_DOC], &k, &v);
@@ -270,6 +548,15 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
         return STORE_OK;                /* idempotent: already indexed */
     if (rc != MDB_NOTFOUND)
         return mdb_fail(rc, "reading the text index", err);
+    if (batch.txn && batch.txn != txn) {
+        if (batch.n || batch.ndocs) {
+            /* a batch was committed without index_flush(): store bug */
+            *err = "text index batch was not flushed before its transaction ended";
+            index_discard();
+            return STORE_EIO;
+        }
+        index_discard();
+    }
 
     struct mailtext t;
     struct canon_src src = { canon, len };
@@ -281,6 +568,11 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
     if (mailtext_build(mi, canon_read, &src, mask, &t, &read_rc, err) != 0) {
         mailtext_free(&t);
         return read_rc ? read_rc : STORE_EIO;
+    }
+    if (batch.txn == txn) {
+        rc = batch_add(txn, dbs, msgnum, &t, err);
+        mailtext_free(&t);
+        return rc;
     }
     MDB_cursor *cur = NULL;
     uint64_t *scratch = malloc((IX_BLOCK_MAX_ENTRIES + 1) * sizeof *scratch);
@@ -311,15 +603,7 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
     mailtext_free(&t);
     if (rc)
         return rc;
-    put_be32(dv, INDEX_VERSION);
-    put_be32(dv + 4, crc32c(0, dv, 4));
-    v.mv_size = 8;
-    v.mv_data = dv;
-    k.mv_size = 8;
-    k.mv_data = dk;
-    if ((rc = mdb_put(txn, dbs->dbi[DBI_DOC], &k, &v, 0)))
-        return mdb_fail(rc, "writing the text index", err);
-    return STORE_OK;
+    return write_doc(txn, dbs, msgnum, err);
 }
 
 int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,

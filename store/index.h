@@ -27,6 +27,14 @@ int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **er
 int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                       const unsigned char *canon, size_t len,
                       const struct msginfo *mi, const char **err);
+/* Optional batching (import speed): after index_batch_begin(txn), the
+ * index_add_message() calls on txn keep their postings in memory, and
+ * index_flush(txn) writes them all — it MUST run before txn commits
+ * (inst_wr_commit); index_discard() drops them when txn is aborted.
+ * Without index_batch_begin(), every message is written at once. */
+int index_batch_begin(MDB_txn *txn, const struct index_dbs *dbs);
+int index_flush(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
+void index_discard(void);
 /* Drop one message's postings (reindex, purge). */
 int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                          const char **err);

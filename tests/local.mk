@@ -131,3 +131,5 @@ endif
 noinst_PROGRAMS += tests/tools/msginfo-dump
 tests_tools_msginfo_dump_SOURCES = tests/tools/msginfo-dump.c
 tests_tools_msginfo_dump_LDADD = libcofferproto.a
+# every message of ../shared/corpus against a private Dovecot (a few minutes)
+TESTS += tests/integration/mime_vs_dovecot.py

@@ -9,7 +9,8 @@ Python 3 standard library only. Typical use:
                 "jdcorp": {"aliases": ["jd"],
                            "users": {"jon.doe": "secret",
                                      "boss": {"password": "pw", "admin": True}},
-                           "imports": [("jon.doe", "INBOX", "/path/to/mbox")]}},
+                           "imports": [("jon.doe", "INBOX", "/path/to/mbox")]},
+                "closed": {"users": {"amy": "pw"}, "disabled": True}},
                 config={"max_connections_per_ip": 5}) as s:
             m = s.login("jd/jon.doe", "secret")          # imaplib over implicit TLS
             m.select("INBOX"); m.logout()
@@ -181,6 +182,8 @@ class CofferServer:
                 self.coffer(*args)
                 if u.get("disabled"):
                     self.coffer("user", "disable", "%s/%s" % (inst, user))
+            if spec.get("disabled"):
+                self.coffer("instance", "disable", inst)
             for imp in spec.get("imports", []):
                 user, folder, source = imp
                 args = ["import", "%s/%s" % (inst, user)]
@@ -245,7 +248,10 @@ class CofferServer:
 
     def start(self, timeout=15):
         timeout *= TIMEOUT_SCALE
+        if getattr(self, "_logf", None):
+            self._logf.close()
         self._logf = open(self.log_path, "ab")
+        log_start = len(self.log())
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
         env.pop("LISTEN_FDS", None)
@@ -257,7 +263,12 @@ class CofferServer:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("cofferd exited with %d:\n%s" % (self.proc.returncode, self.log()))
-            if self._accepts(self.tls_port) and self._accepts(self.port):
+            # cofferd logs "ready:" once it listens; with log = syslog fall
+            # back to probing the ports.
+            if "ready:" in self.log()[log_start:]:
+                return
+            if self.config_dict().get("log") == "syslog" and \
+                    self._accepts(self.tls_port) and self._accepts(self.port):
                 return
             time.sleep(0.05)
         raise RuntimeError("cofferd did not start listening:\n" + self.log())

@@ -23,6 +23,7 @@ INSTANCES = {
                          "gone": {"password": "gone-pw", "disabled": True}}},
     "other": {"users": {"boss": {"password": "other-b0ss", "admin": True},
                         "eve": "eve-pw"}},
+    "closed": {"aliases": ["cl"], "users": {"amy": "amy-pw"}, "disabled": True},
 }
 
 
@@ -171,6 +172,7 @@ def test_uniform_failures_responses_and_timing():
             "unknown instance": ("nosuch/jon.doe", "s3cret pass"),
             "unknown user": ("jdcorp/nobody", "s3cret pass"),
             "disabled user": ("jdcorp/gone", "gone-pw"),
+            "disabled instance": ("cl/amy", "amy-pw"),
             "wrong password": ("jdcorp/jon.doe", "not it"),
         }
         for fn in (attempt_login, attempt_plain_ir, attempt_scram):
@@ -262,6 +264,39 @@ def test_per_ip_penalty_doubles_and_resets():
         assert clean < fast, clean
         time.sleep(0.3)
         assert timed_login("127.0.0.3") < fast     # success cleared the record
+
+
+def test_auth_concurrency_slots():
+    """Password checks take one of auth_concurrency slots (record locks on a
+    memfd the parent shares with its children): with every slot held from
+    outside, a LOGIN waits; released, it completes."""
+    import fcntl
+    with server(auth_concurrency=1) as s:
+        slots = None
+        for fd in os.listdir("/proc/%d/fd" % s.proc.pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (s.proc.pid, fd))
+            except OSError:
+                continue
+            if "coffer-auth-slots" in target:
+                slots = os.open("/proc/%d/fd/%s" % (s.proc.pid, fd), os.O_RDWR)
+        assert slots is not None, "no auth slot memfd in the parent"
+        try:
+            fcntl.lockf(slots, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+            c = greet(s)
+            c.send('a LOGIN "jd/jon.doe" "s3cret pass"\r\n')
+            c.s.settimeout(1.5)
+            try:
+                ln = c.line()
+                raise AssertionError("login answered while every slot was busy: %r" % ln)
+            except OSError:
+                pass
+            fcntl.lockf(slots, fcntl.LOCK_UN, 1, 0)
+            c.s.settimeout(20)
+            assert c.until_tagged("a")[-1].startswith("a OK")
+            c.close()
+        finally:
+            os.close(slots)
 
 
 if __name__ == "__main__":

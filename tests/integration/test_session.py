@@ -518,6 +518,13 @@ def test_limits():
         pass
     assert not any(ln.startswith(b"l3 OK") for ln in lines), lines
     c.close()
+    # a refused non-synchronising literal is read up to the limit (16 KiB
+    # before login), then BYE
+    c = Raw(s)
+    c.send("l4 LOGIN {40000+}\r\n" + "x" * 16384)   # exactly what is read: no RST
+    ln = c.line()
+    assert ln.startswith(b"* BYE") and b"TOOBIG" in ln, ln
+    c.close()
     c = Raw(s)
     r = c.cmd("SELECT INBOX")
     assert tagged(r) == b"BAD", r          # not authenticated

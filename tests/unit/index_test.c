@@ -227,6 +227,55 @@ START_TEST(test_verify_detects_corruption)
 }
 END_TEST
 
+START_TEST(test_batch)
+{
+    MDB_txn *t;
+    const char *err = NULL;
+    const unsigned N = 2500;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+    /* odd msgnums, then even ones, then a direct add inside the range */
+    for (unsigned pass = 0; pass < 2; pass++)
+        for (unsigned i = 1 + pass; i <= 2000; i += 2)
+            add(t, i, mkmsg(i, i % 500 == 0 ? "zebra" : ""));
+    ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    /* a second batch appends to the existing blocks */
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+    for (unsigned i = 2001; i <= N; i++)
+        add(t, i, mkmsg(i, i % 500 == 0 ? "zebra" : ""));
+    add(t, 7, mkmsg(7, ""));            /* already indexed: no-op */
+    ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    uint64_t *got = calloc(N + 10, sizeof *got);
+    size_t n = postings(t, MT_BODY, "com", got, N + 10);
+    ck_assert_uint_eq(n, N);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(got[i], i + 1);
+    ck_assert_uint_eq(postings(t, MT_BODY, "zeb", got, N), 5);
+    ck_assert_uint_eq(got[4], 2500);
+    ck_assert(has(t, MT_SUBJECT, "REP", 2222));
+    ck_assert(ix_has_doc(t, &dbs, 2222));
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    free(got);
+    mdb_txn_abort(t);
+    /* an aborted batch is discarded: nothing of it reaches the next txn */
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+    add(t, 3000, mkmsg(3000, "aborted"));
+    mdb_txn_abort(t);
+    index_discard();
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    add(t, 3001, mkmsg(3001, ""));
+    ck_assert(!ix_has_doc(t, &dbs, 3000));
+    ck_assert(ix_has_doc(t, &dbs, 3001));
+    ck_assert(!has(t, MT_BODY, "ABO", 3000));
+    mdb_txn_abort(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("index");
@@ -236,6 +285,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_many_blocks);
     tcase_add_test(tc, test_idempotent_and_substring);
     tcase_add_test(tc, test_verify_detects_corruption);
+    tcase_add_test(tc, test_batch);
     suite_add_tcase(s, tc);
     return s;
 }

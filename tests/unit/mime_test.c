@@ -69,8 +69,11 @@ static const struct sample samples[] = {
      "charset=us-ascii\nContent-Transfer-Encoding: x-uuencode\n\nbody\n",
      "NIL \"bad type\" ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" "
      "\"b.c\")) NIL NIL NIL NIL NIL",
-     "\"\" \"\" NIL NIL NIL \"x-uuencode\" 6 NIL NIL NIL NIL",
-     "\"\" \"\" NIL NIL NIL \"x-uuencode\" 6", 0},
+     /* RFC 2045 5.2: an invalid Content-Type means text/plain; us-ascii
+      * (Dovecot writes "" "" NIL ...; see docs/COMPATIBILITY.md) */
+     "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"x-uuencode\" 6 1 NIL NIL NIL "
+     "NIL",
+     "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"x-uuencode\" 6 1", 0},
     {"body-only", "\n\nbody only\n", "NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL",
      "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 2 NIL NIL NIL NIL",
      "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 2", 0},
@@ -302,6 +305,19 @@ START_TEST(test_sections)
 }
 END_TEST
 
+START_TEST(test_rfc2231_boundary)
+{
+    /* RFC 2231 4 encoding applies to boundary too (Dovecot ignores it) */
+    static const char m[] = "Content-Type: multipart/mixed; boundary*=us-ascii'en'a%2Db\n\n"
+                            "--a-b\n\none\n--a-b\n\ntwo\n--a-b--\n";
+    struct built b;
+    build(&b, m, strlen(m));
+    ck_assert_uint_eq(b.mi.nparts, 3);
+    CK_SECT(&b, "2", MSGINFO_S_ALL, "two");
+    unbuild(&b);
+}
+END_TEST
+
 START_TEST(test_boundary_cut_header)
 {
     /* the blank line before a foreign boundary belongs to the boundary:
@@ -351,6 +367,13 @@ START_TEST(test_header_filter)
     const char *n4[] = {"from"};
     r = filter("From: a\r\nno colon\r\n", n4, 1, false);
     ck_assert_str_eq(r, "From: a\r\n\r\n");
+    free(r);
+    /* a last field without line end is copied as is (CR-only mail) */
+    r = filter("From: a\rTo: b\r", n4, 1, false);
+    ck_assert_str_eq(r, "From: a\rTo: b\r\n");
+    free(r);
+    r = filter("From: a\rTo: b\r", n2, 1, true);
+    ck_assert_str_eq(r, "From: a\rTo: b\r");
     free(r);
 }
 END_TEST
@@ -556,6 +579,7 @@ static Suite *mime_suite(void)
     tcase_add_test(tc, test_rfc822_digest);
     tcase_add_test(tc, test_sections);
     tcase_add_test(tc, test_boundary_cut_header);
+    tcase_add_test(tc, test_rfc2231_boundary);
     tcase_add_test(tc, test_header_filter);
     tcase_add_test(tc, test_cte);
     tcase_add_test(tc, test_binary_size);

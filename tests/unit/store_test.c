@@ -690,8 +690,9 @@ START_TEST(test_import_bad_inputs)
     ck_assert_uint_eq(st.imported, 1);
     ck_assert_uint_eq(st.malformed, 1);
     snprintf(p, sizeof p, "%s/trunc.mbox", dir);
-    write_file(p, "From x Fri Feb 22 17:06:23 2008\nSubject: a\n\nbody\n\nFrom y Fri Feb 22 "
-               "17:06:23 2008\nSubject: b\n\ncut in the mid", 110);
+    static const char tr[] = "From x Fri Feb 22 17:06:23 2008\nSubject: a\n\nbody\n\n"
+                             "From y Fri Feb 22 17:06:23 2008\nSubject: b\n\ncut in the mid";
+    write_file(p, tr, sizeof tr - 1);
     ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
     ck_assert_uint_eq(st.imported, 2);
     /* unknown user */

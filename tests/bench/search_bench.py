@@ -1,0 +1,95 @@
+"""search_bench.py — driver for tests/bench/search.sh (see there)."""
+import imaplib, json, os, statistics, subprocess, sys, tempfile, time
+from coffer_harness import CofferServer, free_port
+
+count = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+src = os.environ.get("COFFER_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+shared = os.environ.get("COFFER_SHARED") or os.path.join(src, "..", "shared")
+tools = os.path.join(shared, "tools")
+work = tempfile.mkdtemp(prefix="coffer-bench-", dir=os.environ.get("BENCH_DIR", "/tmp"))
+os.chmod(work, 0o755)     # coffer runs as the coffer user
+mbox = os.path.join(work, "bench.mbox")
+subprocess.run([os.path.join(tools, "gen-corpus"), "--format", "mbox", "--count", str(count),
+                "--seed", "1", "--out", mbox, "--quiet"], check=True)
+st = json.load(open(mbox + ".stats.json"))
+raw = os.path.getsize(mbox)
+
+
+def q(s):
+    return '"%s"' % s
+
+
+queries = [
+    ("BODY rare word", "BODY " + q(st["rare_body_words"][0][0])),
+    ("UNDELETED BODY rare word", "UNDELETED BODY " + q(st["rare_body_words"][1][0])),
+    ("BODY absent word", "BODY " + q(st["absent_words"][0])),
+    ("TEXT common word", "TEXT " + q(st["common_body_words"][0][0])),
+    ("BODY common word", "BODY " + q(st["common_body_words"][1][0])),
+    ("FROM top sender", "FROM " + q(st["top_senders"][0][0])),
+    ("SUBJECT word", "SUBJECT " + q(st["subject_words"][0][0])),
+    ("HEADER Message-ID", "HEADER Message-ID " + q(st["sample_message_ids"][0][1])),
+    ("SINCE/BEFORE", "SINCE 1-Jan-2018 BEFORE 1-Jul-2018"),
+    ("OR/NOT combination", "OR BODY %s NOT SUBJECT %s" % (q(st["rare_body_words"][2][0]),
+                                                          q(st["subject_words"][1][0]))),
+    ("BODY cross-word substring", "BODY " + q("ds, " + st["rare_body_words"][3][0][:4])),
+]
+
+
+def timed(m, query):
+    ts, res = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        typ, d = m.uid("SEARCH", query)
+        ts.append(time.perf_counter() - t0)
+        res = d[0].split() if typ == "OK" else ["ERR"]
+    return statistics.median(ts) * 1000, len(res)
+
+
+dport = free_port()
+name = "bench%d" % os.getpid()
+subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-start", name, str(dport)],
+               check=True, stdout=subprocess.DEVNULL)
+try:
+    with CofferServer(instances={"b": {"users": {"u": "p"}}}, start=False) as s:
+        t0 = time.perf_counter()
+        s.coffer("import", "b/u", "--folder", "bench", mbox)
+        imp = time.perf_counter() - t0
+        s._chown_data()
+        ixbytes = 0
+        r = subprocess.run(["mdb_stat", "-a", os.path.join(s.data_dir, "instances", "b")],
+                           stdout=subprocess.PIPE, text=True)
+        cur = None
+        for ln in r.stdout.splitlines():
+            if ln.startswith("Status of "):
+                cur = ln[10:].strip()
+            elif cur and cur.startswith("ix_") and ("pages" in ln):
+                ixbytes += int(ln.split(":")[1]) * 4096
+        s.start()
+        t0 = time.perf_counter()
+        subprocess.run([os.path.join(tools, "imap-append"), "--host", "127.0.0.1:%d" % dport,
+                        "--user", "test", "--pass", "test", "--plain", "--create",
+                        "--mailbox", "bench", mbox], check=True, stdout=subprocess.DEVNULL)
+        dimp = time.perf_counter() - t0
+        c = s.login("b/u", "p")
+        c.select("bench", readonly=True)
+        d = imaplib.IMAP4("127.0.0.1", dport)
+        d.login("test", "test")
+        d.select("bench", readonly=True)
+        print("messages %d, raw %.1f MB, repeat %d (median ms)" % (count, raw / 1e6, repeat))
+        print("coffer import with indexing: %.1f s = %.0f msg/s; index %.1f MB = %.2fx raw"
+              % (imp, count / imp, ixbytes / 1e6, ixbytes / raw))
+        print("dovecot imap-append: %.1f s" % dimp)
+        print("%-28s %10s %10s %8s %8s %7s" % ("query", "coffer ms", "dovecot ms", "n(C)", "n(D)", "speedup"))
+        for label, query in queries:
+            tc, nc = timed(c, query)
+            td, nd = timed(d, query)
+            print("%-28s %10.2f %10.2f %8d %8d %6.0fx%s" % (label, tc, td, nc, nd, td / tc if tc else 0,
+                                                         "" if nc == nd else "  RESULTS DIFFER"))
+            sys.stdout.flush()
+        c.logout()
+        d.logout()
+finally:
+    subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-stop", name],
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["rm", "-rf", work])

@@ -164,50 +164,67 @@ static int qp_feed(struct cte_dec *d, const unsigned char *in, size_t len, struc
     return 0;
 }
 
-static int b64val(unsigned char c)
+/* 0..63 for the base64 alphabet, 64 for '=', 255 for anything else. */
+static const unsigned char b64tab[256] = {
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 62, 255, 255, 255, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 255, 255, 255, 64, 255, 255,
+    255, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 255, 255, 255, 255, 255,
+    255, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+};
+
+uint64_t cte_base64_size(const unsigned char *in, size_t len)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char v = b64tab[in[i]];
+        if (v == 64)
+            break;
+        n += v < 64;
+    }
+    return n * 6 / 8;
 }
 
-/* state: number of pending bits (0..18), or 255 after padding. */
+/* state: number of pending bits (0..6), or 255 after padding. */
 static int b64_feed(struct cte_dec *d, const unsigned char *in, size_t len, struct buf *out)
 {
-    unsigned char tmp[256];
-    size_t nt = 0;
+    /* at most 3 octets per 4 input characters, plus one pending */
+    if (d->state == 255 || buf_reserve(out, len / 4 * 3 + 3))
+        return d->state == 255 ? 0 : -1;
+    unsigned char *o = out->data + out->len;
+    uint32_t bits = d->bits, nb = d->state;
     for (size_t i = 0; i < len; i++) {
-        if (d->state == 255)
-            break;
-        if (in[i] == '=') {
-            d->state = 255;
-            break;
-        }
-        int v = b64val(in[i]);
-        if (v < 0)
-            continue;
-        d->bits = (d->bits << 6) | (uint32_t)v;
-        d->state += 6;
-        if (d->state >= 8) {
-            d->state -= 8;
-            tmp[nt++] = (unsigned char)(d->bits >> d->state);
-            d->bits &= (1u << d->state) - 1;
-            if (nt == sizeof tmp) {
-                if (buf_append(out, tmp, nt))
-                    return -1;
-                nt = 0;
+        unsigned char v = b64tab[in[i]];
+        if (v >= 64) {
+            if (v == 64) {
+                nb = 255;
+                break;
             }
+            continue;
+        }
+        bits = (bits << 6) | v;
+        nb += 6;
+        if (nb >= 8) {
+            nb -= 8;
+            *o++ = (unsigned char)(bits >> nb);
+            bits &= (1u << nb) - 1;
         }
     }
-    return nt ? (buf_append(out, tmp, nt) ? -1 : 0) : 0;
+    out->len = (size_t)(o - out->data);
+    d->bits = nb == 255 ? 0 : bits;
+    d->state = nb;
+    return 0;
 }
 
 int cte_dec_feed(struct cte_dec *d, const unsigned char *in, size_t len, struct buf *out)

@@ -19,5 +19,8 @@ void cte_dec_init(struct cte_dec *d, int cte);
 /* Append the decoded form of in[0..len) to out. */
 int cte_dec_feed(struct cte_dec *d, const unsigned char *in, size_t len, struct buf *out);
 int cte_dec_finish(struct cte_dec *d, struct buf *out);
+/* Decoded size of base64 in[0..len) without decoding it (what the decoder
+ * above would produce). */
+uint64_t cte_base64_size(const unsigned char *in, size_t len);
 
 #endif

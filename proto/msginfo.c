@@ -58,6 +58,8 @@ static uint64_t binary_size(const unsigned char *m, const struct mime_part *p, i
         return UINT64_MAX;
     if (cte != MSGINFO_CTE_BASE64 && cte != MSGINFO_CTE_QP)
         return p->body_size;
+    if (cte == MSGINFO_CTE_BASE64)
+        return cte_base64_size(m + body_off, (size_t)p->body_size);
     struct cte_dec d;
     struct buf out;
     uint64_t total = 0;

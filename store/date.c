@@ -188,23 +188,49 @@ int date_zone_parse(const char *spec, struct date_zone *z)
 
 /* Named zones go through the C library with TZ set for the duration of
  * the call (the CLI is single-threaded). */
+static bool tz_is(const char *name)
+{
+    const char *cur = getenv("TZ");
+    return cur && !strcmp(cur, name);
+}
+
+/* store_import() sets TZ once for a whole import (date_zone_enter), so
+ * these calls normally find it set and do not reload the zone file. */
 static void with_tz(const struct date_zone *z, char *saved, size_t cap, bool *had)
 {
     const char *old = getenv("TZ");
     *had = old != NULL;
     if (old)
         snprintf(saved, cap, "%s", old);
+    if (tz_is(z->name))
+        return;
     setenv("TZ", z->name, 1);
     tzset();
 }
 
 static void restore_tz(const char *saved, bool had)
 {
+    if (had && tz_is(saved))
+        return;
     if (had)
         setenv("TZ", saved, 1);
     else
         unsetenv("TZ");
     tzset();
+}
+
+void date_zone_enter(const struct date_zone *z, char *saved, size_t cap, bool *had)
+{
+    if (z->name[0])
+        with_tz(z, saved, cap, had);
+    else
+        *had = false;
+}
+
+void date_zone_leave(const struct date_zone *z, const char *saved, bool had)
+{
+    if (z->name[0])
+        restore_tz(saved, had);
 }
 
 int64_t date_local_to_utc(const struct tm *tm_in, const struct date_zone *z, int32_t *tz)

@@ -21,5 +21,8 @@ int date_parse_asctime(const char *s, size_t len, struct tm *out);
 int date_zone_parse(const char *spec, struct date_zone *z);
 int64_t date_local_to_utc(const struct tm *tm, const struct date_zone *z, int32_t *tz);
 int32_t date_zone_offset_at(const struct date_zone *z, int64_t utc);
+/* Keep TZ set to a named zone for a whole import (single-threaded CLI). */
+void date_zone_enter(const struct date_zone *z, char *saved, size_t cap, bool *had);
+void date_zone_leave(const struct date_zone *z, const char *saved, bool had);
 
 #endif

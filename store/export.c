@@ -208,7 +208,8 @@ static int mbox_one(void *ctx, const struct msg_ref *m)
         w->rc = STORE_EIO;
         return 1;
     }
-    x->n++;
+    if (++x->n % 1000 == 0)
+        inst_release_map(x->in);
     return 0;
 }
 
@@ -277,7 +278,8 @@ static int file_one(void *ctx, const struct msg_ref *m)
     }
     struct timeval tv[2] = {{(time_t)m->internaldate, 0}, {(time_t)m->internaldate, 0}};
     utimes(p, tv);
-    x->n++;
+    if (++x->n % 1000 == 0)
+        inst_release_map(x->in);
     return 0;
 }
 

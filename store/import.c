@@ -664,11 +664,15 @@ int store_import(struct inst *in, const char *owner, const char *const *sources,
     buf_init(&im.file, STORE_MSG_MAX + 65536);
     buf_init(&im.tmp, STORE_MSG_MAX + 65536);
     im.t0 = im.tlast = now_s();
+    char saved_tz[256];
+    bool had_tz;
+    date_zone_enter(&im.zone, saved_tz, sizeof saved_tz, &had_tz);
     for (size_t i = 0; i < n && !rc; i++) {
         rc = import_source(&im, sources[i]);
         if (!rc)
             rc = imp_commit(&im);
     }
+    date_zone_leave(&im.zone, saved_tz, had_tz);
     if (rc)
         inst_wr_abort(in);
     else

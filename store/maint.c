@@ -126,7 +126,8 @@ static void verify_messages(struct vctx *v, MDB_txn *txn)
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     mdb_cursor_open(txn, in->dbi[DB_MSG], &c);
     for (int rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-        nmsg++;
+        if (++nmsg % 1000 == 0)
+            inst_release_map(in);
         if (k.mv_size != 8) {
             fault(v, "message table: malformed key");
             continue;

@@ -119,6 +119,10 @@ extern bool store_wait_for_lock;
 
 /* inst.c */
 MDB_txn *inst_cur_txn(struct inst *in);
+/* Unmap the env's pages from this process (they stay in the page cache;
+ * data read through the map stays valid). Long walks call it now and then
+ * so RSS does not grow with the archive. */
+void inst_release_map(struct inst *in);
 int msg_rec_decode(const void *data, size_t len, struct msg_rec *out);
 void msg_rec_chunk(const struct msg_rec *m, uint32_t i, struct msg_chunk *out);
 int mbox_rec_decode(const void *data, size_t len, struct mbox_rec *out);

@@ -36,47 +36,6 @@ int inst_wr_begin(struct inst *in, const char **err)
     return STORE_OK;
 }
 
-/* Drop the env map's pages from this process (they stay in the page
- * cache). Fault-around maps up to 64 KiB around every page LMDB touches,
- * mostly frames written moments ago, so without this a long import's RSS
- * grows with the archive; after a commit nothing in the map is needed. */
-static void release_map(struct inst *in)
-{
-    if (!in->map_base) {
-        /* LMDB does not expose its map address (me_mapaddr is only set for
-         * MDB_FIXEDMAP): find the mapping of data.mdb once. */
-        char want[4200], line[4600];
-        snprintf(want, sizeof want, "%s/data.mdb", in->dir);
-        char *rp = realpath(want, NULL);
-        FILE *f = fopen("/proc/self/maps", "r");
-        in->map_base = (void *)-1;
-        if (rp && f) {
-            while (fgets(line, sizeof line, f)) {
-                unsigned long lo, hi;
-                char *path = strchr(line, '/');
-                if (!path || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
-                    continue;
-                path[strcspn(path, "\n")] = 0;
-                if (!strcmp(path, rp) && hi - lo > in->map_len) {
-                    in->map_base = (void *)lo;
-                    in->map_len = hi - lo;
-                }
-            }
-        }
-        if (f)
-            fclose(f);
-        free(rp);
-    }
-    MDB_envinfo ei;
-    MDB_stat st;
-    if (in->map_base == (void *)-1 || mdb_env_info(in->env, &ei) || mdb_env_stat(in->env, &st))
-        return;
-    size_t used = (size_t)(ei.me_last_pgno + 1) * st.ms_psize;
-    if (used > in->map_len)
-        used = in->map_len;
-    madvise(in->map_base, used, MADV_DONTNEED);
-}
-
 int inst_wr_commit(struct inst *in, const char **err)
 {
     const char *e;
@@ -87,7 +46,7 @@ int inst_wr_commit(struct inst *in, const char **err)
     int rc = mdb_txn_commit(in->wr);
     in->wr = NULL;
     if (!rc)
-        release_map(in);
+        inst_release_map(in);
     if (rc) {
         char what[128];
         snprintf(what, sizeof what, "commit to instance '%s'", in->id);

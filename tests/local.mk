@@ -34,7 +34,7 @@ AM_TESTS_ENVIRONMENT = \
 	PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE;
 # distcheck builds the production configuration (no test hooks).
 AM_DISTCHECK_CONFIGURE_FLAGS = --enable-werror --quiet
-EXTRA_DIST += tests/integration tests/fuzz tests/valgrind-all tests/valgrind-subset .ci/run
+EXTRA_DIST += tests/integration tests/fuzz tests/valgrind-all tests/valgrind-subset tests/valgrind.supp .ci/run
 
 # ---- fuzz targets (BUILD plumbing; one paragraph per target) ----
 # Convention: tests/fuzz/fuzz_NAME.c, seed corpus tests/fuzz/corpus/NAME/,

@@ -417,6 +417,13 @@ START_TEST(test_cte)
     char *r = decode(MSGINFO_CTE_7BIT, "as is=20\r\n", 3, &n);
     ck_assert_str_eq(r, "as is=20\r\n");
     free(r);
+    static const char *const b64[] = {"aGVs\r\nbG8g!d29y*bGQ=\r\n", "YQ", "YWI=x", "YWJj", "", "=YWJj",
+                                      "Y\nW\nJ\nj\nZA==", "%%%"};
+    for (size_t i = 0; i < sizeof b64 / sizeof b64[0]; i++) {
+        r = decode(MSGINFO_CTE_BASE64, b64[i], 3, &n);
+        ck_assert_uint_eq(cte_base64_size((const unsigned char *)b64[i], strlen(b64[i])), n);
+        free(r);
+    }
     r = decode(MSGINFO_CTE_BASE64, "AAEC", 2, &n);
     ck_assert_uint_eq(n, 3);
     ck_assert(r[0] == 0 && r[1] == 1 && r[2] == 2);

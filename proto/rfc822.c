@@ -292,18 +292,16 @@ static int content_param(struct rfc822_ctx *c, struct buf *key, struct buf *val)
 
 struct piece {
     size_t key_off, val_off, order;
+    const char *key;   /* set once the store stops growing, for sorting */
     unsigned idx;
     bool ext;
 };
-
-static const struct buf *sort_store;
 
 /* Dovecot sorts the pieces by exact key then index; ties keep input order. */
 static int piece_cmp(const void *a, const void *b)
 {
     const struct piece *x = a, *y = b;
-    int r = strcmp((const char *)sort_store->data + x->key_off,
-                   (const char *)sort_store->data + y->key_off);
+    int r = strcmp(x->key, y->key);
     if (r)
         return r;
     if (x->idx != y->idx)
@@ -391,9 +389,9 @@ int rfc2231_params(struct rfc822_ctx *c, struct buf *out, size_t *count)
         }
     }
     if (npieces > 0) {
-        sort_store = &store;
+        for (size_t i = 0; i < npieces; i++)
+            pieces[i].key = (const char *)store.data + pieces[i].key_off;
         qsort(pieces, npieces, sizeof *pieces, piece_cmp);
-        sort_store = NULL;
         const char *sd = (const char *)store.data;
         for (size_t i = 0, next; i < npieces; i = next) {
             bool ok = true, have_ext = false;

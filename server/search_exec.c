@@ -33,7 +33,7 @@ struct ex {
     int64_t *sentday;
     uint8_t *sent_done;
     struct mailtext mt;
-    struct buf hdr;
+    struct buf hdr, win, txt;
     const char **err;
     MDB_txn *txn;
     const struct index_dbs *dbs;
@@ -110,19 +110,38 @@ static int sink_cb(void *ctx, const void *p, size_t n)
     return 0;
 }
 
+/* mailtext reads a message part by part (each part's header, each text
+ * body); every inst_msg_read decompresses whole frames, so the reads go
+ * through a window of at least one frame's worth of octets. */
+#define RD_WINDOW (64u * 1024u)
+
 struct rd_ctx {
     struct inst *in;
     uint64_t msgnum;
+    struct buf *win;            /* canonical octets [win_off, win_off + win->len) */
+    uint64_t win_off;
+    bool valid;
 };
 
 static int read_cb(void *ctx, uint64_t off, uint64_t len, struct buf *out)
 {
     struct rd_ctx *r = ctx;
-    struct rd_sink s = { out, 0 };
     if (len == 0)
         return 0;
-    int rc = inst_msg_read(r->in, r->msgnum, off, len, sink_cb, &s);
-    return rc ? rc : s.rc;
+    if (!r->valid || off < r->win_off || off + len > r->win_off + r->win->len) {
+        struct rd_sink s = { r->win, 0 };
+        buf_reset(r->win);
+        r->valid = false;
+        int rc = inst_msg_read(r->in, r->msgnum, off, len > RD_WINDOW ? len : RD_WINDOW,
+                               sink_cb, &s);
+        if (rc || s.rc)
+            return rc ? rc : s.rc;
+        r->win_off = off;
+        r->valid = true;
+        if (off + len > r->win_off + r->win->len)     /* clipped at the end */
+            len = r->win_off + r->win->len - off;
+    }
+    return buf_append(out, r->win->data + (off - r->win_off), (size_t)len) ? STORE_EIO : 0;
 }
 
 static int cost(const struct search_node *n)
@@ -263,10 +282,35 @@ static int index_filter(struct ex *x, const struct search_node *n, int f1, int f
     return rc;
 }
 
+static bool slice_contains(const struct ix_text *t, const unsigned char *key, size_t klen)
+{
+    return klen == 0 || (t->len >= klen && memmem(t->p, t->len, key, klen) != NULL);
+}
+
 static int confirm(struct ex *x, const struct search_node *n, size_t i, bool *match)
 {
+    /* Fast path: the folded text stored at index time (same producer, so
+     * the same answer), one record read instead of decoding the message. */
+    if (x->dbs && !(n->type == SK_HEADER && (n->field == MT__N || n->exists_only))) {
+        struct ix_text fl[MT_MSGID + 1];
+        int r = ix_text_get(x->txn, x->dbs, x->refs[i].msgnum, &x->txt, fl);
+        if (r == STORE_OK) {
+            if (n->type == SK_BODY)
+                *match = slice_contains(&fl[MT_BODY], n->key, n->klen);
+            else if (n->type == SK_TEXT)   /* no match spans header and body */
+                *match = slice_contains(&fl[MT_HDR], n->key, n->klen) ||
+                         slice_contains(&fl[MT_BODY], n->key, n->klen);
+            else
+                *match = slice_contains(&fl[n->field], n->key, n->klen);
+            return STORE_OK;
+        }
+        if (r == STORE_ECORRUPT) {
+            *x->err = "text index record is corrupt: run `coffer verify` and `coffer reindex`";
+            return r;
+        }
+    }
     struct msginfo mi;
-    struct rd_ctx rc_ = { x->in, x->refs[i].msgnum };
+    struct rd_ctx rc_ = { x->in, x->refs[i].msgnum, &x->win, 0, false };
     int rc = get_info(x, x->refs[i].msgnum, &mi);
     if (rc)
         return rc;
@@ -507,6 +551,8 @@ int search_exec(struct inst *in, const struct search_view *v,
     int rc = STORE_OK;
     mailtext_init(&x.mt);
     buf_init(&x.hdr, 64u * 1024u * 1024u);
+    buf_init(&x.win, 2u * MAILTEXT_PART_MAX + 2u * RD_WINDOW);
+    buf_init(&x.txt, 0);
     if (!x.txn || !x.refs || !x.have || !x.sentday || !x.sent_done || !S) {
         *x.err = x.txn ? "out of memory" : "no read transaction";
         rc = STORE_EIO;
@@ -524,6 +570,8 @@ int search_exec(struct inst *in, const struct search_view *v,
 out:
     mailtext_free(&x.mt);
     buf_free(&x.hdr);
+    buf_free(&x.win);
+    buf_free(&x.txt);
     free(x.refs);
     free(x.have);
     free(x.sentday);

@@ -218,6 +218,8 @@ static int complete_tree(struct list_set *ls)
     /* parent names are copied out: truncating an entry in place would
      * let the search find the entry itself */
     char parent[sizeof(((struct mbox_loc *)0)->ext)];
+    if (ls->n == 0)
+        return 0;
     qsort(ls->v, ls->n, sizeof(ls->v[0]), cmp_ent);
     for (;;) {
         size_t before = ls->n;

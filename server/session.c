@@ -443,12 +443,15 @@ static enum rd_result read_command(struct session *s, struct buf *line, struct b
                 return RD_DONE;
             }
             uint64_t n = lit.size < max_lit ? lit.size : max_lit;
-            if (conn_read_exact(s->c, NULL, n, lim->cmd_timeout_ms) != CONN_OK)
-                return RD_END;
-            if (too_big) {
-                bye(s, "[TOOBIG] Literal too large");
+            int drc = conn_read_exact(s->c, NULL, n, lim->cmd_timeout_ms);
+            /* a client that announced a huge literal and stalls still
+             * learns why it is dropped */
+            if (too_big || drc == CONN_ETIMEOUT) {
+                bye(s, too_big ? "[TOOBIG] Literal too large" : "Timeout reading literal");
                 return RD_END;
             }
+            if (drc != CONN_OK)
+                return RD_END;
             continue;   /* APPEND: literal dropped, read the rest of the command */
         }
         if (!lit.nonsync) {

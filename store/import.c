@@ -3,6 +3,7 @@
  * Maildir readers live in import_mbox.c and import_maildir.c. */
 #include "store/import_int.h"
 #include "store/store_int.h"
+#include "proto/mutf7.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -419,6 +420,25 @@ void imp_join(char *out, size_t cap, const char *base, const char *rel)
  * name would be hidden by it, so it is renamed. */
 void imp_fix_users(struct imp *im, char *folder, size_t cap)
 {
+    size_t n = strlen(folder);
+    if (!utf8_valid(folder, n)) {
+        /* Old Maildirs and file systems hold Latin-1 names: keep every
+         * octet, as the character it most likely was. */
+        char tmp[STORE_MBOX_MAX * 2 + 1];
+        size_t o = 0;
+        for (size_t i = 0; i < n && o + 2 < sizeof tmp; i++) {
+            unsigned char c = (unsigned char)folder[i];
+            if (c < 0x80) {
+                tmp[o++] = (char)c;
+            } else {
+                tmp[o++] = (char)(0xC0 | c >> 6);
+                tmp[o++] = (char)(0x80 | (c & 0x3F));
+            }
+        }
+        tmp[o] = 0;
+        imp_warn(im, "folder name is not UTF-8, read as Latin-1: '%s'", tmp);
+        snprintf(folder, cap, "%s", tmp);
+    }
     if (strncasecmp(folder, "Users", 5) || (folder[5] && folder[5] != '/'))
         return;
     char tmp[STORE_MBOX_MAX + 32];

@@ -5,8 +5,8 @@
 #include "store/date.h"
 #include "proto/buf.h"
 
-#define IMPORT_BATCH_MSGS 1000
-#define IMPORT_BATCH_BYTES (64u * 1024u * 1024u)
+#define IMPORT_BATCH_MSGS 250
+#define IMPORT_BATCH_BYTES (16u * 1024u * 1024u)
 #define IMPORT_HDR_SCAN (256u * 1024u)   /* header octets scanned for dates/flags */
 
 struct imp {

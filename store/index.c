@@ -3,6 +3,10 @@
  * Databases:
  *   ix_meta  "version" -> u32
  *   ix_doc   msgnum (u64 BE) -> u32 version, u32 crc32c(version)
+ *   ix_text  msgnum (u64 BE) -> u32 crc32c(rest), u32 plain length, zstd
+ *            frame of the folded text of every indexed field (u32 length +
+ *            octets each, MT_BODY..MT_MSGID): the executor confirms a
+ *            candidate against it without decoding the message again
  *   ix_post  field u8, trigram[3], first msgnum u64 BE ->
  *            u32 crc32c(deltas), u16 count, u64 last, varint deltas
  *            (count-1 of them; the first entry is the key's msgnum).
@@ -20,15 +24,18 @@
 #include "store/index_read.h"
 #include "store/store_int.h"
 #include "proto/mailtext.h"
+#include <zstd.h>
 
 #define DBI_META 0
 #define DBI_DOC 1
 #define DBI_POST 2
+#define DBI_TEXT 3
+#define TEXT_MAX (512u * 1024u * 1024u)   /* plain text record limit */
 #define KEYLEN 12
 #define VHDR 14
 #define NFIELDS (MT_MSGID + 1)
 
-static const char *const dbnames[3] = { "ix_meta", "ix_doc", "ix_post" };
+static const char *const dbnames[4] = { "ix_meta", "ix_doc", "ix_post", "ix_text" };
 
 static int mdb_fail(int rc, const char *what, const char **err)
 {
@@ -44,6 +51,13 @@ int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **er
             return mdb_fail(rc, "opening the text index", err);
     }
     dbs->n = 3;
+    /* ix_text came later: an env without it still answers (the executor
+     * then decodes candidates itself) */
+    rc = mdb_dbi_open(txn, dbnames[DBI_TEXT], create ? MDB_CREATE : 0, &dbs->dbi[DBI_TEXT]);
+    if (rc == 0)
+        dbs->n = 4;
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(rc, "opening the text index", err);
     MDB_val k = { 7, (void *)"version" }, v;
     rc = mdb_get(txn, dbs->dbi[DBI_META], &k, &v);
     if (rc == MDB_NOTFOUND && create) {
@@ -279,6 +293,101 @@ static int trigrams(const struct buf *t, uint32_t **out, size_t *n)
     *out = a;
     *n = u;
     return 0;
+}
+
+/* ---- stored folded text ---- */
+
+static int write_text(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                      const struct mailtext *t, const char **err)
+{
+    if (dbs->n < 4)
+        return STORE_OK;
+    struct buf plain;
+    size_t total = 0;
+    for (int f = 0; f < NFIELDS; f++)
+        total += 4 + t->f[f].len;
+    if (total > TEXT_MAX)
+        return STORE_OK;       /* no record: the executor decodes this one */
+    buf_init(&plain, 0);
+    int rc = buf_reserve(&plain, total);
+    for (int f = 0; f < NFIELDS && rc == 0; f++)
+        if (!(rc = buf_put_u32be(&plain, (uint32_t)t->f[f].len)))
+            rc = buf_append(&plain, t->f[f].data, t->f[f].len);
+    size_t bound = ZSTD_compressBound(plain.len);
+    unsigned char *val = rc ? NULL : malloc(8 + bound);
+    if (!val) {
+        buf_free(&plain);
+        *err = "out of memory";
+        return STORE_EIO;
+    }
+    size_t cl = ZSTD_compress(val + 8, bound, plain.data, plain.len, 1);
+    buf_free(&plain);
+    if (ZSTD_isError(cl)) {
+        free(val);
+        *err = "cannot compress index text";
+        return STORE_EIO;
+    }
+    put_be32(val + 4, (uint32_t)total);
+    put_be32(val, crc32c(0, val + 4, cl + 4));
+    unsigned char dk[8];
+    put_be64(dk, msgnum);
+    MDB_val k = { 8, dk }, v = { cl + 8, val };
+    rc = mdb_put(txn, dbs->dbi[DBI_TEXT], &k, &v, 0);
+    free(val);
+    return rc ? mdb_fail(rc, "writing the text index", err) : STORE_OK;
+}
+
+/* Reused per process: ZSTD_decompress() builds a context per call, and
+ * that runs CPUID, which traps on virtual machines (see store/inst.c). */
+static ZSTD_DCtx *text_dctx(void)
+{
+    static ZSTD_DCtx *dctx;
+    if (!dctx)
+        dctx = ZSTD_createDCtx();
+    return dctx;
+}
+
+int ix_text_get(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                struct buf *out, struct ix_text *fields)
+{
+    if (dbs->n < 4)
+        return STORE_ENOTFOUND;
+    unsigned char dk[8];
+    put_be64(dk, msgnum);
+    MDB_val k = { 8, dk }, v;
+    int rc = mdb_get(txn, dbs->dbi[DBI_TEXT], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc)
+        return STORE_EIO;
+    const unsigned char *p = v.mv_data;
+    if (v.mv_size < 8 || crc32c(0, p + 4, v.mv_size - 4) != get_be32(p))
+        return STORE_ECORRUPT;
+    size_t plain = get_be32(p + 4);
+    if (plain > TEXT_MAX)
+        return STORE_ECORRUPT;
+    buf_reset(out);
+    if (buf_reserve(out, plain))
+        return STORE_EIO;
+    ZSTD_DCtx *dctx = text_dctx();
+    size_t dl = dctx ? ZSTD_decompressDCtx(dctx, out->data, plain, p + 8, v.mv_size - 8)
+                     : ZSTD_decompress(out->data, plain, p + 8, v.mv_size - 8);
+    if (ZSTD_isError(dl) || dl != plain)
+        return STORE_ECORRUPT;
+    out->len = plain;
+    size_t off = 0;
+    for (int f = 0; f < NFIELDS; f++) {
+        if (off + 4 > plain)
+            return STORE_ECORRUPT;
+        size_t l = get_be32(out->data + off);
+        off += 4;
+        if (l > plain - off)
+            return STORE_ECORRUPT;
+        fields[f].p = out->data + off;
+        fields[f].len = l;
+        off += l;
+    }
+    return off == plain ? STORE_OK : STORE_ECORRUPT;
 }
 
 /* ---- batching: postings of a whole import transaction at once ----
@@ -569,6 +678,10 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
         mailtext_free(&t);
         return read_rc ? read_rc : STORE_EIO;
     }
+    if ((rc = write_text(txn, dbs, msgnum, &t, err))) {
+        mailtext_free(&t);
+        return rc;
+    }
     if (batch.txn == txn) {
         rc = batch_add(txn, dbs, msgnum, &t, err);
         mailtext_free(&t);
@@ -661,12 +774,17 @@ int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msg
     rc = mdb_del(txn, dbs->dbi[DBI_DOC], &dkv, NULL);
     if (rc && rc != MDB_NOTFOUND)
         return mdb_fail(rc, "updating the text index", err);
+    if (dbs->n >= 4) {
+        rc = mdb_del(txn, dbs->dbi[DBI_TEXT], &dkv, NULL);
+        if (rc && rc != MDB_NOTFOUND)
+            return mdb_fail(rc, "updating the text index", err);
+    }
     return STORE_OK;
 }
 
 int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
 {
-    for (unsigned i = DBI_DOC; i <= DBI_POST; i++) {
+    for (unsigned i = DBI_DOC; i < dbs->n; i++) {
         int rc = mdb_drop(txn, dbs->dbi[i], 0);
         if (rc)
             return mdb_fail(rc, "clearing the text index", err);
@@ -728,6 +846,23 @@ long index_verify(MDB_txn *txn, const struct index_dbs *dbs,
                 report(ctx, "text index: corrupt document record");
             }
         }
+        mdb_cursor_close(cur);
+    }
+    if (dbs->n >= 4 && mdb_cursor_open(txn, dbs->dbi[DBI_TEXT], &cur) == 0) {
+        struct buf b;
+        struct ix_text fl[MT_MSGID + 1];
+        buf_init(&b, 0);
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8 ||
+                ix_text_get(txn, dbs, get_be64(k.mv_data), &b, fl) != STORE_OK) {
+                bad++;
+                snprintf(msg, sizeof msg, "text index: corrupt text record (msgnum %llu)",
+                         k.mv_size == 8 ? (unsigned long long)get_be64(k.mv_data) : 0ull);
+                report(ctx, msg);
+            }
+        }
+        buf_free(&b);
         mdb_cursor_close(cur);
     }
     return bad;

@@ -29,6 +29,19 @@ int ix_cursor_open(MDB_txn *txn, const struct index_dbs *dbs, int field,
 int ix_cursor_seek(struct ix_cursor *c, uint64_t target, uint64_t *out);
 void ix_cursor_close(struct ix_cursor *c);
 
+/* The folded text a message was indexed from, field by field (enum
+ * mailtext_field MT_BODY..MT_MSGID; segments separated by MAILTEXT_SEP).
+ * out holds the octets; fields[] point into it. STORE_ENOTFOUND when there
+ * is no record (decode the message instead), STORE_ECORRUPT on a CRC or
+ * format error. */
+struct ix_text {
+    const unsigned char *p;
+    size_t len;
+};
+struct buf;
+int ix_text_get(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                struct buf *out, struct ix_text *fields);
+
 /* Is msgnum indexed at all (false: the executor must scan it)? */
 bool ix_has_doc(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum);
 

@@ -528,6 +528,19 @@ static int get_msg_rec(struct inst *in, MDB_txn *txn, uint64_t msgnum, struct ms
     return msg_rec_decode(v.mv_data, v.mv_size, m);
 }
 
+/* One decompression context per process, reused: ZSTD_decompress() builds
+ * and frees a context on every call, and building one runs CPUID, which
+ * traps to the hypervisor on virtual machines; profiled, that was most of
+ * the FETCH CPU time (tests/bench/run.sh, docs/BENCHMARKS.md). cofferd
+ * children are single-threaded, and each process creates its own. */
+static ZSTD_DCtx *read_dctx(void)
+{
+    static ZSTD_DCtx *dctx;
+    if (!dctx)
+        dctx = ZSTD_createDCtx();
+    return dctx;
+}
+
 /* Decompress chunk i of a message into in->scratch[0]. */
 static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
                       const struct msg_chunk *c)
@@ -545,7 +558,9 @@ static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i
     buf_reset(b);
     if (v.mv_size != c->stored_len || buf_reserve(b, c->raw_len))
         return STORE_ECORRUPT;
-    size_t n = ZSTD_decompress(b->data, c->raw_len, v.mv_data, v.mv_size);
+    ZSTD_DCtx *dctx = read_dctx();
+    size_t n = dctx ? ZSTD_decompressDCtx(dctx, b->data, c->raw_len, v.mv_data, v.mv_size)
+                    : ZSTD_decompress(b->data, c->raw_len, v.mv_data, v.mv_size);
     if (ZSTD_isError(n) || n != c->raw_len)
         return STORE_ECORRUPT;
     b->len = n;
@@ -602,17 +617,22 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
             return rc;
         const unsigned char *p = in->scratch[0].data;
         size_t n = in->scratch[0].len;
+        uint64_t s = off - cs;
+        uint64_t e = (end < ce ? end : ce) - cs;
         if (c.canon_len != c.raw_len) {
+            /* A canonical offset is never below its raw one, so the first
+             * e raw octets cover canonical [0, e): a header fetch converts
+             * the header, not the whole chunk. */
             struct buf *cb = &in->scratch[1];
             int pcr = c.prev_cr;
+            size_t need = e < n ? (size_t)e : n;
             buf_reset(cb);
-            if (canon_append(cb, p, n, &pcr) || cb->len != c.canon_len)
+            if (canon_append(cb, p, need, &pcr) ||
+                (need == n ? cb->len != c.canon_len : cb->len < e))
                 return STORE_ECORRUPT;
             p = cb->data;
             n = cb->len;
         }
-        uint64_t s = off - cs;
-        uint64_t e = (end < ce ? end : ce) - cs;
         if ((rc = sink(ctx, p + s, (size_t)(e - s))))
             return rc;
         off = cs + e;

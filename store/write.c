@@ -4,6 +4,7 @@
 #include "store/store_int.h"
 #include "proto/canon.h"
 #include "proto/msginfo.h"
+#include "proto/mutf7.h"
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,10 @@ static int mbox_name_ok(const char *name, char *out, const char **err)
             *err = store_seterr("invalid mailbox name: control character");
             return STORE_EINVAL;
         }
+    }
+    if (!utf8_valid(name, n)) {
+        *err = store_seterr("invalid mailbox name: not UTF-8");
+        return STORE_EINVAL;
     }
     if (!strncasecmp(name, "INBOX", 5) && (name[5] == 0 || name[5] == '/')) {
         memcpy(out, "INBOX", 5);
@@ -168,13 +173,33 @@ int store_mbox_ensure(struct inst *in, const char *owner, const char *name,
     return STORE_OK;
 }
 
+/* Length of the header through its blank line when the message has a
+ * body and the header fits one chunk, else 0. That header gets a frame of
+ * its own: a folder open fetches header fields of every message, and then
+ * only the header is decompressed (readers take any chunk table). */
+static size_t header_chunk(const unsigned char *raw, size_t len)
+{
+    size_t lim = len < STORE_CHUNK ? len : STORE_CHUNK;
+    for (const unsigned char *p = raw; (p = memchr(p, '\n', lim - (size_t)(p - raw)));) {
+        size_t i = (size_t)(p - raw) + 1;
+        if (i < lim && raw[i] == '\n')
+            return i + 1 < len ? i + 1 : 0;
+        if (i + 1 < lim && raw[i] == '\r' && raw[i + 1] == '\n')
+            return i + 2 < len ? i + 2 : 0;
+        p = raw + i;
+    }
+    return 0;
+}
+
 /* Store a new unique message under msgnum: frames, chunk table, msginfo,
  * text index. */
 static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned char *sha,
                              const unsigned char *raw, size_t len, uint64_t *canon_size,
                              const char **err)
 {
-    uint32_t nchunks = len ? (uint32_t)((len + STORE_CHUNK - 1) / STORE_CHUNK) : 0;
+    size_t hlen = header_chunk(raw, len);
+    uint32_t nchunks = (hlen ? 1 : 0) +
+                       (uint32_t)((len - hlen + STORE_CHUNK - 1) / STORE_CHUNK);
     size_t reclen = MSG_REC_HDR + (size_t)nchunks * MSG_CHUNK_ENT + 4;
     struct buf rec, frame;
     buf_init(&rec, 0);
@@ -200,8 +225,8 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         goto out;
     }
     for (uint32_t i = 0; i < nchunks; i++) {
-        size_t off = (size_t)i * STORE_CHUNK;
-        size_t n = len - off < STORE_CHUNK ? len - off : STORE_CHUNK;
+        size_t off = hlen && i > 0 ? hlen + (size_t)(i - 1) * STORE_CHUNK : (size_t)i * STORE_CHUNK;
+        size_t n = hlen && i == 0 ? hlen : (len - off < STORE_CHUNK ? len - off : STORE_CHUNK);
         int prev = pcr;
         uint64_t cl = canon_len(raw + off, n, &pcr);
         size_t z = ZSTD_compressCCtx(cctx, frame.data, frame.cap, raw + off, n, ZSTD_LEVEL);

@@ -133,3 +133,17 @@ tests_tools_msginfo_dump_SOURCES = tests/tools/msginfo-dump.c
 tests_tools_msginfo_dump_LDADD = libcofferproto.a
 # every message of ../shared/corpus against a private Dovecot (a few minutes)
 TESTS += tests/integration/mime_vs_dovecot.py
+
+# IMAP bulk client for tests/bench/run.sh (BENCH): cofferd vs Dovecot
+noinst_PROGRAMS += tests/bench/imapbench
+tests_bench_imapbench_SOURCES = tests/bench/imapbench.c
+tests_bench_imapbench_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(ZLIB_CFLAGS)
+tests_bench_imapbench_LDADD = $(OPENSSL_LIBS) $(ZLIB_LIBS)
+EXTRA_DIST += tests/bench/run.sh
+
+# ---- real clients (BUILD): mbsync and curl against cofferd vs coffer export ----
+TESTS += tests/integration/test_realclients.sh
+
+# ---- reliability (HOSTILE): hostile clients, tenant isolation, brute force, faults ----
+TESTS += tests/integration/test_hostile.py tests/integration/test_isolation.py \
+	tests/integration/test_bruteforce.py tests/integration/test_faults.py

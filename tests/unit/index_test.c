@@ -184,11 +184,31 @@ START_TEST(test_idempotent_and_substring)
     /* TEXT sees the header: "SUBJECT: X" */
     ck_assert(has(t, MT_HDR, "T: ", 5));
     ck_assert(!has(t, MT_BODY, "T: ", 5));
+    /* the folded text is stored for confirmation */
+    {
+        struct buf tb;
+        struct ix_text fl[MT_MSGID + 1];
+        buf_init(&tb, 0);
+        ck_assert_int_eq(ix_text_get(t, &dbs, 5, &tb, fl), 0);
+        ck_assert(fl[MT_BODY].len >= 12 && memcmp(fl[MT_BODY].p, "HELLO WORLD,", 12) == 0);
+        ck_assert_uint_eq(fl[MT_SUBJECT].len, 1);
+        ck_assert_int_eq(fl[MT_SUBJECT].p[0], 'X');
+        ck_assert_uint_eq(fl[MT_FROM].len, 0);
+        ck_assert_int_eq(ix_text_get(t, &dbs, 6, &tb, fl), -1 /* STORE_ENOTFOUND */);
+        buf_free(&tb);
+    }
     /* removal */
     const char *err;
     ck_assert_int_eq(index_remove_message(t, &dbs, 5, &err), 0);
     ck_assert(!has(t, MT_BODY, "o w", 5));
     ck_assert(!ix_has_doc(t, &dbs, 5));
+    {
+        struct buf tb;
+        struct ix_text fl[MT_MSGID + 1];
+        buf_init(&tb, 0);
+        ck_assert_int_eq(ix_text_get(t, &dbs, 5, &tb, fl), -1);
+        buf_free(&tb);
+    }
     add(t, 5, m);
     ck_assert(has(t, MT_BODY, "o w", 5));
     ck_assert_int_eq(index_clear(t, &dbs, &err), 0);
@@ -222,6 +242,23 @@ START_TEST(test_verify_detects_corruption)
     ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
     ck_assert_int_eq(ix_cursor_seek(&c, 1, &got), -2 /* STORE_ECORRUPT */);
     ix_cursor_close(&c);
+    free(copy);
+    /* and a corrupt text record */
+    unsigned char tk[8] = { 0, 0, 0, 0, 0, 0, 0, 7 };
+    MDB_val k2 = { 8, tk }, v2;
+    ck_assert_int_eq(mdb_get(t, dbs.dbi[3], &k2, &v2), 0);
+    copy = malloc(v2.mv_size);
+    memcpy(copy, v2.mv_data, v2.mv_size);
+    copy[v2.mv_size / 2] ^= 0x40;
+    MDB_val nv2 = { v2.mv_size, copy };
+    ck_assert_int_eq(mdb_put(t, dbs.dbi[3], &k2, &nv2, 0), 0);
+    reports = 0;
+    ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 2);
+    struct buf tb;
+    struct ix_text fl[MT_MSGID + 1];
+    buf_init(&tb, 0);
+    ck_assert_int_eq(ix_text_get(t, &dbs, 7, &tb, fl), -2 /* STORE_ECORRUPT */);
+    buf_free(&tb);
     free(copy);
     mdb_txn_abort(t);
 }

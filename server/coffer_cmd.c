@@ -62,11 +62,21 @@ int cmd_instance(struct cli *c, int argc, char **argv)
         if ((rc = open_reg(c, true, &r)))
             return EX_FAIL;
         rc = registry_instance_add(r, argv[1], &err);
+        bool created = rc == 0;
         for (size_t i = 0; i < na && !rc; i++)
             rc = registry_alias_add(r, argv[1], aliases[i], &err);
+        char why[512];
+        snprintf(why, sizeof why, "%s", rc && err ? err : "");
+        if (rc && created) {
+            /* all or nothing: a refused alias must not leave the new
+             * (empty) instance behind as if the command had worked */
+            const char *err2 = NULL;
+            if (registry_instance_rm(r, argv[1], false, &err2) != 0)
+                cli_err("%s", err2 ? err2 : "cannot remove the new instance");
+        }
         registry_close(r);
         if (rc) {
-            cli_err("%s", err);
+            cli_err("%s", why);
             return EX_FAIL;
         }
         return 0;

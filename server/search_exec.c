@@ -382,7 +382,13 @@ static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S
             f1 = MT_HDR;
         else
             f1 = n->field;
-        qsort(c, m, sizeof *c, cand_cmp);
+        /* UID order is nearly always msgnum order (one import): sort only
+         * when it is not */
+        bool sorted = true;
+        for (size_t j = 1; j < m && sorted; j++)
+            sorted = cand_cmp(&c[j - 1], &c[j]) <= 0;
+        if (!sorted)
+            qsort(c, m, sizeof *c, cand_cmp);
         rc = index_filter(x, n, f1, f2, c, &m);
         /* A 3-octet key is one trigram, and a posting says exactly that the
          * trigram occurs in that field's text (never across a segment

@@ -35,7 +35,8 @@ int sess_mbox_arg(struct session *s, const struct imap_arg *a, char *ext, size_t
     if (rc == 0 && b.len + 1 > extsz)
         rc = -1;
     if (rc == 0) {
-        memcpy(ext, b.data, b.len);
+        if (b.len > 0)   /* "" leaves b.data NULL: memcpy(NULL, 0) is UB */
+            memcpy(ext, b.data, b.len);
         ext[b.len] = '\0';
         normalise_inbox(ext);
     }

@@ -141,6 +141,12 @@ int imp_message(struct imp *im, const char *folder, const unsigned char *raw, si
             im->pend.malformed++;
         im->batch_n++;
         im->batch_bytes += len;
+        /* The text index reads postings all over the map; page faults map
+         * whole page-cache folios, so unmap now and then, not only at
+         * commits (safe mid-transaction: the map holds committed pages
+         * only, and they fault back in). */
+        if (im->batch_n % 32 == 0)
+            inst_release_map(im->in);
     } else {
         im->pend.present++;
     }

@@ -541,6 +541,28 @@ static ZSTD_DCtx *read_dctx(void)
     return dctx;
 }
 
+/* A frame was read through the map: unmap the window around it. A page
+ * fault maps a whole page-cache folio (up to 2 MiB for a file written
+ * sequentially), so without this, sessions and walks that read many
+ * messages accumulate the archive in their RSS (clean, shared pages, but
+ * counted). Pointers into the map stay valid: the pages fault back in. */
+static void drop_window(struct inst *in, const void *p, size_t n)
+{
+    if (!in->map_base)
+        inst_release_map(in);      /* first call locates the map */
+    if (in->map_base == (void *)-1 || !in->map_base)
+        return;
+    const uintptr_t w = (uintptr_t)2 << 20;
+    uintptr_t lo = (uintptr_t)in->map_base, hi = lo + in->map_len;
+    uintptr_t a = (uintptr_t)p & ~(w - 1), b = ((uintptr_t)p + n + w - 1) & ~(w - 1);
+    if (a < lo)
+        a = lo;
+    if (b > hi)
+        b = hi;
+    if (a < b)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 /* Decompress chunk i of a message into in->scratch[0]. */
 static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
                       const struct msg_chunk *c)
@@ -561,6 +583,8 @@ static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i
     ZSTD_DCtx *dctx = read_dctx();
     size_t n = dctx ? ZSTD_decompressDCtx(dctx, b->data, c->raw_len, v.mv_data, v.mv_size)
                     : ZSTD_decompress(b->data, c->raw_len, v.mv_data, v.mv_size);
+    if (v.mv_size >= 16384)
+        drop_window(in, v.mv_data, v.mv_size);
     if (ZSTD_isError(n) || n != c->raw_len)
         return STORE_ECORRUPT;
     b->len = n;

@@ -84,7 +84,8 @@ static void verify_mailboxes(struct vctx *v, MDB_txn *txn)
                 fault(v, "mailbox %u uid %u: bad CRC or format", m.id, uid);
                 continue;
             }
-            n++;
+            if (++n % 1000 == 0)
+                inst_release_map(in);
             if (!(r.flags & STORE_F_SEEN))
                 unseen++;
             size += r.size;
@@ -126,7 +127,7 @@ static void verify_messages(struct vctx *v, MDB_txn *txn)
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     mdb_cursor_open(txn, in->dbi[DB_MSG], &c);
     for (int rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-        if (++nmsg % 1000 == 0)
+        if (++nmsg % 50 == 0)
             inst_release_map(in);
         if (k.mv_size != 8) {
             fault(v, "message table: malformed key");
@@ -411,7 +412,8 @@ int store_stats(struct inst *in, FILE *out)
         struct msg_rec m;
         if (msg_rec_decode(d.mv_data, d.mv_size, &m))
             continue;
-        uniq++;
+        if (++uniq % 200 == 0)
+            inst_release_map(in);
         raw += m.raw_size;
         canon += m.canon_size;
         refs += m.refcount;

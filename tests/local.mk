@@ -35,6 +35,16 @@ AM_TESTS_ENVIRONMENT = \
 # distcheck builds the production configuration (no test hooks).
 AM_DISTCHECK_CONFIGURE_FLAGS = --enable-werror --quiet
 EXTRA_DIST += tests/integration tests/fuzz tests/valgrind-all tests/valgrind-subset tests/valgrind.supp .ci/run
+# Directories in EXTRA_DIST are copied from the build dir too, so test logs,
+# objects and fuzz binaries would ride along: keep only what the source has.
+dist-hook:
+	cd "$(distdir)" && for d in tests/integration tests/fuzz scripts docs; do \
+	  find "$$d" -depth -print | while IFS= read -r f; do \
+	    test -e "$(abs_top_srcdir)/$$f" || rm -rf "./$$f"; \
+	  done; \
+	  find "$$d" \( -name '*.log' -o -name '*.trs' -o -name '*.o' -o -name '.deps' \
+	    -o -name '.dirstamp' -o -name '__pycache__' -o -name '*.pyc' \) -prune -exec rm -rf {} +; \
+	done
 
 # ---- fuzz targets (BUILD plumbing; one paragraph per target) ----
 # Convention: tests/fuzz/fuzz_NAME.c, seed corpus tests/fuzz/corpus/NAME/,
@@ -147,3 +157,20 @@ TESTS += tests/integration/test_realclients.sh
 # ---- reliability (HOSTILE): hostile clients, tenant isolation, brute force, faults ----
 TESTS += tests/integration/test_hostile.py tests/integration/test_isolation.py \
 	tests/integration/test_bruteforce.py tests/integration/test_faults.py
+# load test: 500 TLS sessions for 5 minutes (separate; see docs/RELIABILITY.md)
+EXTRA_DIST += tests/bench/load.py
+
+if HAVE_CHECK
+check_PROGRAMS += tests/unit/search_exec_test
+TESTS += tests/unit/search_exec_test
+tests_unit_search_exec_test_SOURCES = tests/unit/search_exec_test.c
+tests_unit_search_exec_test_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_search_exec_test_LDADD = $(UNIT_LIBS)
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_mime
+tests_fuzz_fuzz_mime_SOURCES = tests/fuzz/fuzz_mime.c
+tests_fuzz_fuzz_mime_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_mime_LDADD = libcofferproto.a
+endif

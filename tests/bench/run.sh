@@ -71,7 +71,7 @@ for d in os.listdir("/proc"):
         except OSError:
             pass
 tick = os.sysconf("SC_CLK_TCK")
-todo, total, n = [root], 0.0, 0
+todo, total, anon, n = [root], 0.0, 0, 0
 try:
     st = open("/proc/%d/stat" % root).read()
     rootf = st[st.rindex(")") + 2:].split()
@@ -91,10 +91,12 @@ for pid, f in procs:
             for ln in open("/proc/%d/smaps_rollup" % pid):
                 if ln.startswith("Pss:"):
                     total += int(ln.split()[1])
+                elif ln.startswith("Pss_Anon:"):
+                    anon += int(ln.split()[1])
         except OSError:
             pass
     n += 1
-print("%.3f %d" % (total, n) if what == "cpu" else "%d %d" % (total, n))
+print("%.3f %d" % (total, n) if what == "cpu" else "%d %d %d" % (total, n, anon))
 EOF
 }
 
@@ -226,15 +228,15 @@ mem() {
     if [ "$srv" = coffer ]; then root=$cpid; port=$ctls; user=b/test
     else root=$dmaster; port=$dtls; user=test; fi
     sleep 1
-    local base held n0 n1
-    read -r base n0 < <(tree "$root" pss)
+    local base held n0 n1 a0 a1
+    read -r base n0 a0 < <(tree "$root" pss)
     "$ib" -t -z -h 127.0.0.1 -p "$port" -u "$user" -P test -m bench -H "$HOLD" -w 8 > "$work/hold" 2>&1 &
     local hp=$!
     for _ in $(seq 600); do grep -q '^HELD' "$work/hold" && break; sleep 0.1; done
     sleep 2
-    read -r held n1 < <(tree "$root" pss)
+    read -r held n1 a1 < <(tree "$root" pss)
     wait "$hp" || true
-    echo "mem $srv held=$(grep '^HELD' "$work/hold" | cut -d' ' -f2) base_kib=$base held_kib=$held procs_before=$n0 procs_held=$n1 per_conn_kib=$(( (held - base) / HOLD ))" >> "$results"
+    echo "mem $srv held=$(grep '^HELD' "$work/hold" | cut -d' ' -f2) base_kib=$base held_kib=$held procs_before=$n0 procs_held=$n1 per_conn_kib=$(( (held - base) / HOLD )) anon_per_conn_kib=$(( (a1 - a0) / HOLD ))" >> "$results"
 }
 log "memory per idle connection"
 mem coffer; mem dovecot
@@ -317,8 +319,11 @@ print()
 for ln in open(res):
     if ln.startswith("mem "):
         kv = dict(x.split("=") for x in ln.split()[2:])
-        print("- memory %s: %s idle TLS+COMPRESS sessions, tree PSS %s KiB -> %s KiB (%s -> %s processes): %s KiB per connection" %
-              (ln.split()[1], kv["held"], kv["base_kib"], kv["held_kib"], kv["procs_before"], kv["procs_held"], kv["per_conn_kib"]))
+        print("- memory %s: %s idle TLS+COMPRESS sessions, tree PSS %s KiB -> %s KiB (%s -> %s processes): "
+              "%s KiB PSS per connection, of which %s KiB anonymous (the rest is the shared, read-only "
+              "mappings of the store or index files and libraries, split among the processes that map them)" %
+              (ln.split()[1], kv["held"], kv["base_kib"], kv["held_kib"], kv["procs_before"], kv["procs_held"],
+               kv["per_conn_kib"], kv["anon_per_conn_kib"]))
 import os, glob
 for pf in sorted(glob.glob(os.path.join(os.path.dirname(res), "perf-*.txt"))):
     print("\nperf, cofferd processes only, %s (3 runs):\n\n```\n%s```" % (os.path.basename(pf)[5:-4], open(pf).read()))

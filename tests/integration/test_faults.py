@@ -35,7 +35,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from coffer_harness import (CofferServer, LineClient, TIMEOUT_SCALE,  # noqa: E402
+from coffer_harness import (CofferServer, LineClient,  # noqa: E402
                             coffer_path, require_root, run_tests)
 
 SRCDIR = os.environ.get("COFFER_SRCDIR") or os.path.join(HERE, "..", "..")
@@ -508,6 +508,117 @@ def test_import_while_readers_browse():
             v = s.coffer("verify", "jdcorp", check=False)
             assert v.returncode == 0, v.stdout
     finally:
+        subprocess.run(["rm", "-rf", tmp])
+
+
+def stats_count(s, inst):
+    out = s.coffer("stats", inst).stdout.decode()
+    m = re.search(r"messages: (\d+) in mailboxes, (\d+) unique", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_map_full_and_disk_full_during_import():
+    """LMDB map full, then a full file system: the import stops with an
+    error naming the cause, what was committed verifies and is served,
+    and once there is room the re-run completes with exactly the source."""
+    tmp = tempfile.mkdtemp(prefix="coffer-full-")
+    os.chmod(tmp, 0o755)
+    mnt = []
+
+    def unmount():
+        while mnt:
+            m = mnt.pop()
+            if subprocess.run(["umount", m]).returncode != 0:
+                subprocess.run(["umount", "-l", m])
+    try:
+        n = min(COUNT, 1000)
+        src = gen_corpus(os.path.join(tmp, "full.mbox"), n, 5)
+        if src is None:
+            print("  SKIP-PART: ../shared/tools/gen-corpus not found")
+            return
+        env = dict(os.environ, COFFER_IMPORT_BATCH="25")
+        with CofferServer(instances={"jdcorp": {"aliases": ["jd"], "users": {"jon": "pw"}}},
+                          config={"map_size": "4M"}) as s:
+            imp = [coffer_path(), "-c", s.conf_path, "--data-dir", s.data_dir, "import",
+                   "jdcorp/jon", "--folder", "Big", src]
+            r = subprocess.run(imp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=300)
+            err = r.stderr.decode(errors="replace")
+            assert r.returncode != 0 and "map_size" in err, (r.returncode, err)
+            v = s.coffer("verify", "jdcorp", check=False)
+            assert v.returncode == 0, v.stdout
+            partial, _ = stats_count(s, "jdcorp")
+            assert 0 < partial < n, partial
+            s._chown_data()
+            # a session open across the map growth
+            old = login(s, "jd/jon", "pw")
+            res = cmd(old, "s", "EXAMINE Big")
+            assert "* %d EXISTS" % partial in res, res
+            s.write_config(map_size="1G")
+            r = subprocess.run(imp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=300)
+            assert r.returncode == 0, r.stderr
+            m = re.search(r"imported (\d+), already present (\d+)", r.stdout.decode())
+            assert m and int(m.group(1)) == n - partial and int(m.group(2)) == partial, \
+                r.stdout
+            assert stats_count(s, "jdcorp") == (n, n)
+            s._chown_data()
+            res = cmd(old, "n", "NOOP")      # the grown map: new mail, or a clean NO
+            assert res[-1].startswith(("n OK", "n NO")), res
+            if res[-1].startswith("n OK"):
+                assert "* %d EXISTS" % n in res, res
+            old.close()
+            c = login(s, "jd/jon", "pw")
+            assert "* %d EXISTS" % n in cmd(c, "s", "EXAMINE Big")
+            c.close()
+            time.sleep(0.3)
+            assert "died of signal" not in s.log()
+
+            # disk full: the instance directory on an 8 MiB tmpfs
+            s.stop()
+            s.coffer("instance", "add", "small")
+            s.coffer("user", "add", "small/jon", "--password-file",
+                     os.path.join(s.tmp, "pw", "pw1"))
+            idir = os.path.join(s.data_dir, "instances", "small")
+            keep = idir + ".keep"
+            os.rename(idir, keep)
+            os.mkdir(idir)
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", idir],
+                              stderr=subprocess.DEVNULL).returncode != 0:
+                print("  SKIP-PART: cannot mount a tmpfs here: disk-full case not run")
+                return
+            mnt.append(idir)
+            harness_cleanup = s.cleanup
+            s.cleanup = lambda: (unmount(), harness_cleanup())    # unmount before rmtree
+            subprocess.run(["cp", "-a", keep + "/.", idir], check=True)
+            imp[imp.index("jdcorp/jon")] = "small/jon"
+            r = subprocess.run(imp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=300)
+            err = r.stderr.decode(errors="replace")
+            assert r.returncode != 0, r.stdout
+            print("  disk full: %s" % err.strip().splitlines()[-1])
+            v = s.coffer("verify", "small", check=False)
+            assert v.returncode == 0, v.stdout
+            partial, _ = stats_count(s, "small")
+            assert partial < n
+            s._chown_data()
+            s.start()
+            c = login(s, "small/jon", "pw")
+            res = cmd(c, "s", "EXAMINE Big")
+            assert (partial == 0 and res[-1].startswith("s NO")) or \
+                "* %d EXISTS" % partial in res, (partial, res)
+            c.close()
+            s.stop()
+            subprocess.run(["mount", "-o", "remount,size=256m", idir], check=True)
+            r = subprocess.run(imp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert stats_count(s, "small") == (n, n)
+            assert s.coffer("verify", "small", check=False).returncode == 0
+            unmount()           # before the harness removes data_dir
+    finally:
+        unmount()
         subprocess.run(["rm", "-rf", tmp])
 
 

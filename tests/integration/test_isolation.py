@@ -224,6 +224,37 @@ def test_login_names_and_case_games():
     c.close()
 
 
+def test_alias_and_id_collisions_refused():
+    """No instance id or alias can be made to shadow another instance's id
+    or alias in any letter case, and a refused alias leaves nothing behind."""
+    s = server()
+    for args in (("instance", "add", "gamma", "--alias", "beta"),
+                 ("instance", "add", "gamma", "--alias", "BETA"),
+                 ("instance", "add", "gamma", "--alias", "be"),
+                 ("instance", "add", "gamma", "--alias", "ok1", "--alias", "Be"),
+                 ("instance", "add", "gamma", "--alias", "gamma"),
+                 ("instance", "add", "gamma", "--alias", "../beta"),
+                 ("instance", "add", "BETA"), ("instance", "add", "Be"),
+                 ("instance", "add", "../beta"), ("instance", "add", "alpha/beta"),
+                 ("instance", "alias", "add", "alpha", "beta"),
+                 ("instance", "alias", "add", "alpha", "BE"),
+                 ("instance", "alias", "add", "alpha", "../beta")):
+        r = s.coffer(*args, check=False)
+        assert r.returncode != 0, (args, r.stdout)
+        lst = s.coffer("instance", "list").stdout.decode()
+        assert "gamma" not in lst and "ok1" not in lst, (args, lst)
+        assert not os.path.exists(os.path.join(s.data_dir, "instances", "gamma")), args
+    lst = s.coffer("instance", "list").stdout.decode()
+    assert re.search(r"^alpha aliases: al$", lst, re.M) and \
+        re.search(r"^beta aliases: be$", lst, re.M), lst
+    c, st = login(s, "be/jon", "beta-pw")
+    assert st.startswith("l OK"), st
+    r = tagged(c, "s", "SELECT INBOX")
+    r = tagged(c, "f", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert any(SECRET_B in x for x in r), r
+    c.close()
+
+
 def plain(authz, authn, pw):
     return base64.b64encode(("%s\0%s\0%s" % (authz, authn, pw)).encode()).decode()
 

@@ -660,6 +660,56 @@ START_TEST(test_import_maildir)
 }
 END_TEST
 
+START_TEST(test_import_eml_tree)
+{
+    /* a directory of .eml files: file-name order = UID order, sub-directories
+     * become folders, .mbox files inside become folders, Latin-1 names are
+     * kept as UTF-8, other files are skipped */
+    char t[128], p[512];
+    snprintf(t, sizeof t, "%s/tree", dir);
+    mkd(t, "sub/deeper");
+    mkd(t, "caf\xE9");
+    static const char *const files[] = {"b.eml", "a.eml", "sub/z.eml", "sub/deeper/y.eml",
+                                        "caf\xE9/x.eml", "notes.txt"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char m[128];
+        snprintf(p, sizeof p, "%s/%s", t, files[i]);
+        snprintf(m, sizeof m, "Subject: %s\nDate: Tue, 1 Jan 2019 10:00:00 +0100\n\nbody\n",
+                 files[i]);
+        write_file(p, m, strlen(m));
+    }
+    snprintf(p, sizeof p, "%s/sub/Sent.mbox", t);
+    write_file(p, "From x Fri Feb 22 17:06:23 2008\nSubject: s\n\nb\n", 45);
+    const char *srcs[] = {t};
+    FILE *devnull = fopen("/dev/null", "w");
+    struct import_opts o = {.warn = devnull};
+    struct import_stats st;
+    const char *err = NULL;
+    ck_assert_int_eq(store_import(in, "alice", srcs, 1, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.imported, 6);
+    ck_assert_uint_eq(st.skipped, 1);
+    char names[512] = "";
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_mbox_list(in, "alice", list_cb, names), 0);
+    ck_assert_str_eq(names, "INBOX=2;caf\xC3\xA9=1;sub=1;sub/Sent=1;sub/deeper=1;");
+    struct mbox_rec mb;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    struct msg_ref r[3];
+    memset(r, 0, sizeof r);
+    ck_assert_int_eq(inst_msgs_walk(in, mb.id, 1, walk_cb, r), 0);
+    ck_assert_int_eq(r[1].internaldate, 1546333200);   /* Date: header */
+    ck_assert_int_eq(r[1].internal_tz, 60);
+    ck_assert_uint_eq(r[1].flags, STORE_F_SEEN);
+    struct collect c;
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r[1].msgnum, sink, &c), 0);
+    ck_assert(c.b.len > 12 && !memcmp(c.b.data, "Subject: a.eml", 14));   /* name order */
+    buf_free(&c.b);
+    inst_rd_end(in);
+    fclose(devnull);
+}
+END_TEST
+
 START_TEST(test_import_bad_inputs)
 {
     char p[256];
@@ -833,6 +883,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_corruption);
     tcase_add_test(t, test_import_export_mbox);
     tcase_add_test(t, test_import_maildir);
+    tcase_add_test(t, test_import_eml_tree);
     tcase_add_test(t, test_import_bad_inputs);
     tcase_add_test(t, test_map_full);
     tcase_add_test(t, test_backup_restore);

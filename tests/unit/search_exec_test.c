@@ -1,0 +1,285 @@
+/* search_exec_test.c — the SEARCH executor over a real (temporary) store:
+ * every kind of key, combinations, `$`, the index path, the fallback that
+ * decodes messages when no stored text exists, and corruption reporting. */
+#include <check.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "proto/imapparse.h"
+#include "proto/search.h"
+#include "server/search_exec.h"
+#include "store/admin.h"
+#include "store/index.h"
+#include "store/store.h"
+
+static char dir[64];
+static struct store_cfg cfg;
+static struct registry *reg;
+static struct inst *in;
+static uint32_t uids[200];
+static size_t nuids;
+static struct mbox_rec mb;
+
+#define NFILL 120
+
+static const char *const msgs[] = {
+    /* uid 1 */
+    ("From: Alice Example <alice@example.org>\r\nTo: bob@x.org\r\n"
+    "Subject: Quarterly   report\r\nDate: Mon, 1 Jan 2024 23:30:00 -0500\r\n"
+    "Message-ID: <m1@x.org>\r\n\r\nHello world, the numbers are in.\r\n"),
+    /* uid 2 */
+    ("From: bob@x.org\r\nTo: Alice <alice@example.org>\r\nCc: carol@y.org\r\n"
+    "Subject: Re: Quarterly report\r\nDate: Thu, 15 Jun 2023 08:00:00 +0200\r\n"
+    "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+    "--XX\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    "R3LDvMOfZSBhdXMgQmVybGlu\r\n"
+    "--XX\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    "caf=E9 cr=E8me\r\n"
+    "--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    "c2VjcmV0d29yZA==\r\n--XX--\r\n"),
+    /* uid 3 */
+    ("From: =?UTF-8?Q?J=C3=BCrgen?= <j@z.org>\r\nSubject: =?UTF-8?B?w5xiZXJ3ZWlzdW5nIGJlc3TDpHRpZ3Q=?=\r\n"
+    "X-Custom: marker-value\r\n\r\nkurz\r\n"),
+};
+static const uint32_t flags[] = { STORE_F_SEEN, STORE_F_FLAGGED, STORE_F_ANSWERED | STORE_F_DRAFT };
+static const int64_t idates[] = { 1704153600 /* 2024-01-02 */, 1686787200 /* 2023-06-15 */,
+                                  1577836800 /* 2020-01-01 */ };
+
+static void add(const char *raw, uint32_t fl, int64_t idate, const char *key)
+{
+    const char *err = NULL;
+    bool added;
+    uint32_t uid;
+    struct import_msg m = { .raw = (const unsigned char *)raw, .len = strlen(raw), .flags = fl,
+                            .internaldate = idate, .tz = 0, .srckey = key,
+                            .srckey_len = strlen(key) };
+    ck_assert_int_eq(store_add_message(in, "alice", "INBOX", &m, &added, &uid, &err), 0);
+    uids[nuids++] = uid;
+}
+
+static void setup(void)
+{
+    const char *err = NULL;
+    char key[32], body[256];
+    snprintf(dir, sizeof dir, "/tmp/coffer-sx-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    store_cfg_default(&cfg, dir);
+    cfg.map_size = 1ull << 32;
+    ck_assert_int_eq(registry_open(&cfg, true, &reg, &err), 0);
+    ck_assert_int_eq(registry_instance_add(reg, "t", &err), 0);
+    ck_assert_int_eq(inst_open(&cfg, "t", true, &in, &err), 0);
+    ck_assert_int_eq(inst_user_add(in, "alice", "pw", false, &err), 0);
+    ck_assert_int_eq(search_charsets_init(&err), 0);
+    nuids = 0;
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "m%zu", i);
+        add(msgs[i], flags[i], idates[i], key);
+    }
+    /* fillers: uid 4..123; "needle" only in the 77th */
+    for (unsigned i = 0; i < NFILL; i++) {
+        snprintf(key, sizeof key, "f%u", i);
+        snprintf(body, sizeof body, "From: f%u@fill.org\r\nSubject: filler %u\r\n\r\n"
+                 "common filler text %s\r\n", i, i, i == 77 ? "with a needle inside" : "");
+        add(body, 0, 1600000000 + i * 86400, key);
+    }
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    inst_close(in);
+    registry_close(reg);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static const uint32_t *saved;
+static size_t nsaved;
+
+/* Run a query; returns its result as "uid,uid,..." (or "ERR:<code>"). */
+static const char *run(const char *q)
+{
+    static char out[2048];
+    struct imap_cmd cmd;
+    const char *err = NULL;
+    struct search_prog *p;
+    int code;
+    ck_assert_int_eq(imap_parse_args(q, strlen(q), NULL, &cmd, &err), 0);
+    ck_assert_msg(search_parse(cmd.args, cmd.nargs, &p, &code, &err) == 0, "%s: %s", q, err);
+    imap_cmd_free(&cmd);
+    uint8_t match[200];
+    struct search_view v = { mb.id, uids, nuids, saved, nsaved };
+    int rc = search_exec(in, &v, p, match, &err);
+    search_free(p);
+    if (rc) {
+        snprintf(out, sizeof out, "ERR:%d", rc);
+        return out;
+    }
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < nuids; i++)
+        if (match[i])
+            n += (size_t)snprintf(out + n, sizeof out - n, n ? ",%u" : "%u", uids[i]);
+    return out;
+}
+
+START_TEST(test_cheap_keys)
+{
+    ck_assert_uint_eq(nuids, 3 + NFILL);
+    ck_assert_str_eq(run("1:3"), "1,2,3");
+    ck_assert_str_eq(run("SEEN"), "1");
+    ck_assert_str_eq(run("FLAGGED"), "2");
+    ck_assert_str_eq(run("ANSWERED DRAFT"), "3");
+    ck_assert_str_eq(run("UNSEEN UNFLAGGED UNANSWERED UNDRAFT 1:5"), "4,5");
+    ck_assert_str_eq(run("DELETED"), "");
+    ck_assert_str_eq(run("RECENT"), "");
+    ck_assert_str_eq(run("NEW"), "");
+    ck_assert_str_eq(run("KEYWORD $Forwarded"), "");
+    ck_assert_str_eq(run("UID 2,3 OLD UNDELETED UNKEYWORD x"), "2,3");
+    ck_assert_str_eq(run("UID 123:*"), "123");
+    ck_assert_str_eq(run("*"), "123");
+    ck_assert_str_eq(run("ON 2-Jan-2024"), "1");
+    ck_assert_str_eq(run("BEFORE 16-Jun-2023 SINCE 15-Jun-2023"), "2");
+    ck_assert_str_eq(run("1:3 SINCE 1-Jan-2021"), "1,2");
+    ck_assert_str_eq(run("1:3 LARGER 400"), "2");
+    ck_assert_str_eq(run("1:3 SMALLER 150"), "3");
+    ck_assert_str_eq(run("1:3 NOT LARGER 183"), "1,3");
+    /* Date: is local: 23:30 -0500 on 1 Jan is still 1 Jan */
+    ck_assert_str_eq(run("SENTON 1-Jan-2024"), "1");
+    ck_assert_str_eq(run("1:3 SENTBEFORE 1-Jan-1971"), "3");     /* no Date: = 1970 */
+    ck_assert_str_eq(run("1:3 SENTSINCE 1-Jun-2023"), "1,2");
+}
+END_TEST
+
+START_TEST(test_text_keys)
+{
+    ck_assert_str_eq(run("BODY \"world, the\""), "1");
+    ck_assert_str_eq(run("BODY \"grüße aus\""), "2");          /* base64, UTF-8 */
+    ck_assert_str_eq(run("CHARSET UTF-8 BODY \"CAFÉ CRÈME\""), "2"); /* QP latin-1 */
+    ck_assert_str_eq(run("BODY secretword"), "");              /* not a text part */
+    ck_assert_str_eq(run("TEXT \"text/plain; charset=iso\""), "2"); /* MIME headers */
+    ck_assert_str_eq(run("BODY \"charset\""), "");
+    ck_assert_str_eq(run("TEXT \"subject: quarterly\""), "1");
+    ck_assert_str_eq(run("TEXT \"subject: re: quarterly\""), "2");
+    ck_assert_str_eq(run("SUBJECT \"quarterly report\""), "1,2");  /* LWSP compressed */
+    ck_assert_str_eq(run("HEADER Subject \"quarterly report\""), "2");
+    ck_assert_str_eq(run("SUBJECT \"überweisung bestätigt\""), "3");
+    ck_assert_str_eq(run("FROM jürgen"), "3");
+    ck_assert_str_eq(run("FROM \"alice example\""), "1");
+    ck_assert_str_eq(run("FROM \"\\\"alice example\\\" <alice@\""), "1");
+    ck_assert_str_eq(run("TO alice"), "2");
+    ck_assert_str_eq(run("CC carol"), "2");
+    ck_assert_str_eq(run("BCC carol"), "");
+    ck_assert_str_eq(run("HEADER Message-ID \"<m1@\""), "1");
+    ck_assert_str_eq(run("HEADER X-Custom \"\""), "3");
+    ck_assert_str_eq(run("HEADER X-Custom marker"), "3");
+    ck_assert_str_eq(run("1:3 SUBJECT \"\""), "1,2,3");
+    ck_assert_str_eq(run("1:3 CC \"\""), "2");
+    ck_assert_str_eq(run("BODY needle"), "81");
+    ck_assert_str_eq(run("UNDELETED BODY \"a needle\""), "81");
+    ck_assert_str_eq(run("BODY nee"), "81");                    /* one trigram */
+    ck_assert_str_eq(run("BODY ne"), "81");                     /* no trigram: scan */
+    ck_assert_str_eq(run("BODY \"\""), run("ALL"));
+    ck_assert_str_eq(run("TEXT \"filler 5\" UID 1:9"), "9");
+}
+END_TEST
+
+START_TEST(test_combinations)
+{
+    ck_assert_str_eq(run("OR SEEN FLAGGED"), "1,2");
+    ck_assert_str_eq(run("1:5 NOT SEEN"), "2,3,4,5");
+    ck_assert_str_eq(run("OR BODY needle SUBJECT \"quarterly\""), "1,2,81");
+    ck_assert_str_eq(run("NOT (UNSEEN OR BODY filler TEXT x)"), "1");
+    ck_assert_str_eq(run("SEEN NOT BODY hello"), "");
+    ck_assert_str_eq(run("(1:3) (NOT NOT FROM alice)"), "1");
+    static const uint32_t sv[] = { 2, 81, 500 };
+    saved = sv;
+    nsaved = 3;
+    ck_assert_str_eq(run("$"), "2,81");
+    ck_assert_str_eq(run("UID $ FLAGGED"), "2");
+    saved = NULL;
+    nsaved = 0;
+    ck_assert_str_eq(run("$"), "");
+}
+END_TEST
+
+START_TEST(test_fallback_and_corruption)
+{
+    const char *err = NULL;
+    /* without the stored text the executor decodes the messages itself */
+    static const char *const qs[] = { "BODY \"grüße aus\"", "TEXT \"subject: quarterly\"",
+                                       "FROM jürgen", "BODY needle", "SUBJECT \"quarterly report\"",
+                                       "BODY ne", "TO alice" };
+    char before[2048] = "", after[2048] = "";
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        strcat(before, run(qs[i]));
+        strcat(before, "|");
+    }
+    inst_rd_end(in);
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    MDB_txn *w = inst_txn(in);
+    const struct index_dbs *dbs = inst_index_dbs(in);
+    ck_assert_ptr_nonnull(dbs);
+    ck_assert_uint_ge(dbs->n, 4);
+    ck_assert_int_eq(mdb_drop(w, dbs->dbi[3], 0), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        strcat(after, run(qs[i]));
+        strcat(after, "|");
+    }
+    ck_assert_str_eq(before, after);
+    ck_assert_str_eq(after, "2|1|3|81|1,2|81|2|");
+    /* a corrupt posting block is reported, never ignored */
+    inst_rd_end(in);
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    w = inst_txn(in);
+    MDB_cursor *c;
+    MDB_val k, v;
+    ck_assert_int_eq(mdb_cursor_open(w, dbs->dbi[2], &c), 0);
+    unsigned char key[12] = { 0, 'N', 'E', 'E', 0, 0, 0, 0, 0, 0, 0, 0 };
+    k.mv_size = 12;
+    k.mv_data = key;
+    ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_SET_RANGE), 0);
+    ck_assert_int_eq(memcmp(k.mv_data, key, 4), 0);
+    unsigned char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[0] ^= 0xFF;
+    MDB_val nv = { v.mv_size, copy };
+    ck_assert_int_eq(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+    mdb_cursor_close(c);
+    free(copy);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    ck_assert_str_eq(run("BODY needle"), "ERR:-2");    /* STORE_ECORRUPT */
+    ck_assert_str_eq(run("SEEN"), "1");                /* other keys still work */
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("search_exec");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_cheap_keys);
+    tcase_add_test(tc, test_text_keys);
+    tcase_add_test(tc, test_combinations);
+    tcase_add_test(tc, test_fallback_and_corruption);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -42,6 +42,11 @@ int cmd_idle(struct session *s, const struct imap_cmd *cmd, const struct imap_ar
         if (r > 0) {
             int lr = conn_read_line(s->c, &line, DONE_LINE_MAX, s->env->lim.cmd_timeout_ms);
             if (lr != CONN_OK) {
+                /* say why, as outside IDLE (session.c read_command) */
+                if (lr == CONN_ETOOLONG)
+                    sess_puts(s, "* BYE Line too long\r\n");
+                else if (lr == CONN_ETIMEOUT)
+                    sess_puts(s, "* BYE Timeout reading command\r\n");
                 rc = CMD_END;
                 break;
             }

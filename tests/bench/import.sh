@@ -30,9 +30,10 @@ TIME=/usr/bin/time
 # run LABEL CMD...: wall seconds and peak RSS (KiB) into $W/LABEL.time
 run() {
     label=$1; shift
-    $TIME -f '%e %M' -o "$W/$label.time" "$@" > "$W/$label.out" 2> "$W/$label.err"
+    $TIME -f '%e %M %U %S' -o "$W/$label.time" "$@" > "$W/$label.out" 2> "$W/$label.err"
 }
 secs() { cut -d' ' -f1 "$W/$1.time"; }
+cpu() { awk '{printf "%.2f", $3 + $4}' "$W/$1.time"; }
 rss_mib() { awk '{printf "%.0f", $2/1024}' "$W/$1.time"; }
 
 mbox=$W/bench-$COUNT.mbox
@@ -117,7 +118,7 @@ CONF
         "mbox:$V/src:INBOX=$V/src/bench.mbox" "" all || true
     kill "$(cat "$V/run/master.pid")" 2>/dev/null || true
     n=$(find "$V/mail/bench" \( -path '*/cur/*' -o -path '*/new/*' \) -type f | wc -l)
-    dv="$(secs doveadm) $n"
+    dv="$(secs doveadm) $n $(cpu doveadm)"
 fi
 
 mps=$(awk -v n="$COUNT" -v t="$t" 'BEGIN{printf "%.0f", n/t}')
@@ -125,7 +126,8 @@ mbs=$(awk -v b="$raw" -v t="$t" 'BEGIN{printf "%.1f", b/t/1e6}')
 echo "| metric | result |"
 echo "|---|---|"
 echo "| messages, raw mbox size | $COUNT, $raw bytes |"
-echo "| import (no text index), 1 core | $t s = $mps messages/s, $mbs MB/s |"
+c=$(cpu import)
+echo "| import (no text index), 1 core | $t s wall = $mps messages/s, $mbs MB/s; CPU $c s = $(awk -v n="$COUNT" -v t="$c" 'BEGIN{printf "%.0f", n/t}') messages/s |"
 echo "| peak RSS, import | $(rss_mib import) MiB |"
 echo "| stored / raw (zstd frames) | $(awk -v s="$stored" -v r="$raw" 'BEGIN{printf "%.3f", s/r}') |"
 echo "| data.mdb on disk / raw | $(awk -v s="$disk" -v r="$raw" 'BEGIN{printf "%.3f", s/r}') |"
@@ -137,6 +139,6 @@ if [ -n "$idx" ]; then
 fi
 if [ -n "$dv" ]; then
     set -- $dv
-    echo "| doveadm import (Maildir), same mbox | $1 s for $2 messages; coffer is $(awk -v a="$1" -v b="$t" 'BEGIN{printf "%.1f", a/b}')x faster |"
+    echo "| doveadm import (Maildir), same mbox | $1 s wall (CPU $3 s) for $2 messages; coffer is $(awk -v a="$1" -v b="$t" 'BEGIN{printf "%.1f", a/b}')x faster (wall) |"
 fi
 echo "(work dir: $W)"

@@ -369,6 +369,41 @@ def test_slow_handshake_silent_client_and_slow_literal():
     others_served(s)
 
 
+def test_hostile_input_during_idle():
+    s = server()
+    for payload, want in ((b"garbage\r\n", "BAD"), (b"DONE\xff\r\n", "BAD"),
+                          (b"DONE\x00\r\n", "BAD"), (b"DONE DONE\r\n", "BAD"),
+                          (b"a NOOP\r\n", "BAD"), (b"done\r\n", "OK")):
+        c = selected(s)
+        c.send("i IDLE\r\n")
+        assert c.line().startswith("+ "), "no IDLE continuation"
+        c.send(payload)
+        expect_tagged(c, "i", (want,))
+        still_alive(c)
+        c.close()
+    # a long line instead of DONE, and a DONE dripped past the command timeout
+    c = selected(s)
+    c.send("i IDLE\r\n")
+    assert c.line().startswith("+ ")
+    try:
+        c.send(b"x" * 20000)
+    except OSError:
+        pass
+    ln = expect_bye(c)
+    assert any("too long" in x for x in ln), ln
+    c.close()
+    c = selected(s)
+    c.send("i IDLE\r\n")
+    assert c.line().startswith("+ ")
+    t0 = time.monotonic()
+    c.send("DO")
+    ln = expect_bye(c, timeout=10)
+    assert any("Timeout" in x for x in ln), ln
+    assert time.monotonic() - t0 < 6 * TIMEOUT_SCALE
+    c.close()
+    others_served(s)
+
+
 def test_pipelined_flood_bounded_memory():
     """Thousands of FETCHes, responses never read: the child must stop
     reading (its writes block) rather than queue output without bound."""

@@ -628,6 +628,11 @@ static int write_item(struct session *s, const struct fitem *it, struct msgctx *
     return stream_range(s, m->ref.msgnum, off, len);
 }
 
+#define FETCH_CAPTURE_MAX (1u << 20)
+
+static int fetch_write(struct session *s, const struct fetch *f, size_t idx, bool uid,
+                       struct msgctx *mp);
+
 static int fetch_one(struct session *s, const struct fetch *f, size_t idx, bool uid,
                      bool *unknown)
 {
@@ -651,6 +656,39 @@ static int fetch_one(struct session *s, const struct fetch *f, size_t idx, bool 
             return 0;
         }
     }
+    /* A message whose whole response is small is built in memory first,
+     * so a damaged frame in the store turns into a NO for that message
+     * instead of a connection cut mid-literal. Larger responses stream
+     * (bounded memory) and a read failure there still ends the session. */
+    uint64_t bound = 4096 + (m.have_mi ? m.mi.len : 0);
+    for (size_t i = 0; i < f->n; i++)
+        if (f->items[i].kind >= F_SECTION)
+            bound += m.ref.size + 64;
+    struct buf cap;
+    bool capturing = bound <= FETCH_CAPTURE_MAX;
+    if (capturing) {
+        buf_init(&cap, FETCH_CAPTURE_MAX);
+        s->capture = &cap;
+    }
+    int rc = fetch_write(s, f, idx, uid, &m);
+    if (capturing) {
+        s->capture = NULL;
+        if (rc == 0)
+            rc = sess_write(s, cap.data, cap.len);
+        else {
+            log_err("message %llu: read failed, answered NO for it",
+                    (unsigned long long)m.ref.msgnum);
+            rc = 1;
+        }
+        buf_free(&cap);
+    }
+    return rc;
+}
+
+static int fetch_write(struct session *s, const struct fetch *f, size_t idx, bool uid,
+                       struct msgctx *mp)
+{
+    struct msgctx m = *mp;
     sess_printf(s, "* %zu FETCH (", idx + 1);
     bool first = true;
     if (uid) {

@@ -19,6 +19,8 @@
 
 int sess_write(struct session *s, const void *p, size_t n)
 {
+    if (s->capture)
+        return buf_append(s->capture, p, n) == 0 ? 0 : -1;
     s->pending += n;
     return conn_write(s->c, p, n) == CONN_OK ? 0 : -1;
 }

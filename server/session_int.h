@@ -42,6 +42,7 @@ struct session {
     bool rev2;                   /* ENABLE IMAP4rev2: ESEARCH, UTF-8 names, LIST in SELECT */
     bool utf8;                   /* mailbox names in UTF-8 on the wire */
     struct buf out;              /* scratch for one response line */
+    struct buf *capture;         /* when set, output goes here (FETCH of one message) */
     size_t pending;              /* octets written since the last flush */
     /* selected mailbox: the session's own view */
     bool selected;

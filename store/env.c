@@ -107,23 +107,34 @@ int store_env_open(const char *dir, const struct store_cfg *cfg, bool writable,
             return STORE_EIO;
         }
     }
-    if ((rc = mdb_env_create(&env)))
-        return store_mdb_err(rc, "mdb_env_create", err);
-    mdb_env_set_maxdbs(env, STORE_MAX_DBS);
-    mdb_env_set_maxreaders(env, cfg->max_readers ? cfg->max_readers : 512);
-    mdb_env_set_mapsize(env, cfg->map_size ? cfg->map_size : (uint64_t)1 << 40);
-    /* NOTLS: read txns are tied to the inst handle, not the thread, so a
-     * reset/renew cycle per command works; durable commits (no NOSYNC).
-     * NORDAHEAD (MADV_RANDOM): B-tree access is random, and without it the
-     * kernel's read-ahead/fault-around maps neighbouring pages (e.g. frames
-     * just written) into the process, inflating RSS with archive size. */
-    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (writable ? 0 : MDB_RDONLY);
-    rc = mdb_env_open(env, dir, flags, 0640);
-    if (rc) {
+    /* The sparse 1 TiB map does not fit every address space (memcheck,
+     * small VMs, RLIMIT_AS): fall back to smaller maps. LMDB never maps
+     * less than the data already committed. */
+    static const uint64_t fallback[] = {(uint64_t)64 << 30, (uint64_t)8 << 30, (uint64_t)1 << 30};
+    uint64_t size = cfg->map_size ? cfg->map_size : (uint64_t)1 << 40;
+    for (;;) {
+        if ((rc = mdb_env_create(&env)))
+            return store_mdb_err(rc, "mdb_env_create", err);
+        mdb_env_set_maxdbs(env, STORE_MAX_DBS);
+        mdb_env_set_maxreaders(env, cfg->max_readers ? cfg->max_readers : 512);
+        mdb_env_set_mapsize(env, size);
+        /* NOTLS: read txns are tied to the inst handle, not the thread, so a
+         * reset/renew cycle per command works; durable commits (no NOSYNC).
+         * NORDAHEAD (MADV_RANDOM): B-tree access is random. */
+        unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (writable ? 0 : MDB_RDONLY);
+        rc = mdb_env_open(env, dir, flags, 0640);
+        if (!rc)
+            break;
         mdb_env_close(env);
-        char what[4200];
-        snprintf(what, sizeof what, "cannot open LMDB environment %s", dir);
-        return store_mdb_err(rc, what, err);
+        size_t i = 0;
+        while (i < sizeof fallback / sizeof fallback[0] && fallback[i] >= size)
+            i++;
+        if ((rc != EINVAL && rc != ENOMEM) || i == sizeof fallback / sizeof fallback[0]) {
+            char what[4200];
+            snprintf(what, sizeof what, "cannot open LMDB environment %s", dir);
+            return store_mdb_err(rc, what, err);
+        }
+        size = fallback[i];
     }
     *out = env;
     return STORE_OK;

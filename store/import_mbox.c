@@ -109,6 +109,7 @@ int import_mbox(struct imp *im, const char *path, const char *folder)
         goto out;
     }
     uint64_t ordinal = 0;
+    const char *bname = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     size_t dropped = 0;   /* pages before this offset were released */
     struct buf fl;
     buf_init(&fl, 0);
@@ -183,13 +184,20 @@ int import_mbox(struct imp *im, const char *path, const char *folder)
         uint32_t flags;
         if (!hdr_status_flags(raw, len, &flags))
             flags = STORE_F_SEEN;
-        unsigned char key[1 + 16 + 32];
+        /* ordinal + offset + hash, and the file name: two mbox files merged
+         * into one folder must not shadow each other's messages */
+        unsigned char key[1 + 16 + 32 + 200];
         key[0] = 'm';
         put_be64(key + 1, ordinal);
         put_be64(key + 9, (uint64_t)(ms - base));
         SHA256(ms, (size_t)(me - ms), key + 17);
+        size_t kl = 49, bl = strlen(bname);
+        if (bl > 200)
+            bl = 200;
+        memcpy(key + kl, bname, bl);
+        kl += bl;
         unsigned before = im->batch_n;
-        rc = imp_message(im, folder, raw, len, flags, utc, tz, key, sizeof key, fl.data, fl.len);
+        rc = imp_message(im, folder, raw, len, flags, utc, tz, key, kl, fl.data, fl.len);
         im->done_bytes += (size_t)(ms - p) + trailer;
         if (!rc && im->batch_n < before) {
             size_t upto = ((size_t)(next - base)) & ~(size_t)4095;

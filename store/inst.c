@@ -546,10 +546,40 @@ static ZSTD_DCtx *read_dctx(void)
  * sequentially), so without this, sessions and walks that read many
  * messages accumulate the archive in their RSS (clean, shared pages, but
  * counted). Pointers into the map stay valid: the pages fault back in. */
+/* Where /proc is out of reach (cofferd children are chrooted), find the
+ * map from a pointer a read-only txn returned: it lies in an LMDB page
+ * whose header starts with that page's number, so the map starts
+ * pgno * psize before the page; page 0 there must be a meta page. Only
+ * valid for read txns: a write txn also returns pointers into its dirty
+ * (malloc'ed) pages. */
+static void locate_map_from(struct inst *in, const void *p)
+{
+    MDB_stat st;
+    MDB_envinfo ei;
+    if (in->wr || mdb_env_stat(in->env, &st) || mdb_env_info(in->env, &ei) || !st.ms_psize)
+        return;
+    uintptr_t ps = st.ms_psize, page = (uintptr_t)p & ~(ps - 1);
+    size_t pgno;
+    memcpy(&pgno, (const void *)page, sizeof pgno);
+    if (pgno > ei.me_last_pgno || pgno * ps > page)
+        return;
+    const unsigned char *base = (const unsigned char *)(page - pgno * ps);
+    uint16_t flags;
+    size_t pg0;
+    memcpy(&pg0, base, sizeof pg0);
+    memcpy(&flags, base + 10, sizeof flags);   /* MDB_page.mp_flags */
+    if (pg0 != 0 || !(flags & 0x08))           /* P_META */
+        return;
+    in->map_base = (void *)base;
+    in->map_len = ei.me_mapsize;
+}
+
 static void drop_window(struct inst *in, const void *p, size_t n)
 {
     if (!in->map_base)
         inst_release_map(in);      /* first call locates the map */
+    if (in->map_base == (void *)-1)
+        locate_map_from(in, p);
     if (in->map_base == (void *)-1 || !in->map_base)
         return;
     const uintptr_t w = (uintptr_t)2 << 20;

@@ -318,6 +318,16 @@ int inst_user_add(struct inst *in, const char *name, const char *password, bool 
         *err = store_seterr("user '%s' already exists in instance '%s'", u.name, in->id);
         return STORE_EEXIST;
     }
+    if (!rc) {
+        /* Every account has an INBOX (IMAP clients expect one), even
+         * before anything is imported. */
+        struct mbox_rec mb;
+        int mrc = store_mbox_ensure(in, u.name, "INBOX", &mb, err);
+        if (mrc) {
+            inst_wr_abort(in);
+            return mrc;
+        }
+    }
     return finish(in, rc, err);
 }
 

@@ -34,6 +34,11 @@ int inst_wr_begin(struct inst *in, const char **err)
         in->wr = NULL;
         return store_mdb_err(rc, "begin write transaction", err);
     }
+#if STORE_HAVE_INDEX
+    /* postings of the whole batch are merged and written at commit */
+    if (in->have_index)
+        index_batch_begin(in->wr, &in->idx);
+#endif
     return STORE_OK;
 }
 
@@ -44,6 +49,16 @@ int inst_wr_commit(struct inst *in, const char **err)
         err = &e;
     if (!in->wr)
         return STORE_OK;
+#if STORE_HAVE_INDEX
+    if (in->have_index) {
+        int frc = index_flush(in->wr, &in->idx, err);
+        if (frc) {
+            mdb_txn_abort(in->wr);
+            in->wr = NULL;
+            return frc < 0 ? frc : STORE_EIO;
+        }
+    }
+#endif
     int rc = mdb_txn_commit(in->wr);
     in->wr = NULL;
     if (!rc)
@@ -58,8 +73,12 @@ int inst_wr_commit(struct inst *in, const char **err)
 
 void inst_wr_abort(struct inst *in)
 {
-    if (in->wr)
+    if (in->wr) {
         mdb_txn_abort(in->wr);
+#if STORE_HAVE_INDEX
+        index_discard();
+#endif
+    }
     in->wr = NULL;
 }
 
@@ -211,6 +230,7 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         goto out;
     }
     unsigned char *r = rec.data;
+    memset(r, 0, reclen);   /* octets 61..64 of the header are reserved (zero) */
     r[0] = 1;
     memcpy(r + 1, sha, 32);
     put_be64(r + 33, 1);

@@ -128,6 +128,7 @@ EXTRA_DIST += tests/bench/import.sh
 
 # SEARCH results against Dovecot over ../shared/corpus (SEARCH engineer)
 TESTS += tests/integration/search_vs_dovecot.sh
+EXTRA_DIST += tests/bench/search.sh tests/bench/search_bench.py
 
 # ---- MIME (msginfo): unit suite, and msginfo-dump for mime_vs_dovecot.py ----
 if HAVE_CHECK

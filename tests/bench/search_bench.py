@@ -1,5 +1,7 @@
 """search_bench.py — driver for tests/bench/search.sh (see there)."""
-import imaplib, json, os, statistics, subprocess, sys, tempfile, time
+import imaplib, signal, json, os, statistics, subprocess, sys, tempfile, time
+# a timeout (SIGTERM) must still stop Dovecot in the finally: below
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 from coffer_harness import CofferServer, free_port
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
@@ -50,7 +52,7 @@ def timed(m, query):
 # Dovecot through APPEND would take most of an hour)
 with_dovecot = os.environ.get("BENCH_NO_DOVECOT") != "1"
 dport = free_port()
-name = "bench%d" % os.getpid()
+name = "coffersearchbench%d" % os.getpid()
 if with_dovecot:
     subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-start", name, str(dport)],
                    check=True, stdout=subprocess.DEVNULL)
@@ -101,4 +103,6 @@ finally:
     if with_dovecot:
         subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-stop", name],
                        stdout=subprocess.DEVNULL)
+        # imap-test-servers keeps the instance's mail under /tmp/diff-dovecot-NAME
+        subprocess.run(["rm", "-rf", "/tmp/diff-dovecot-" + name])
     subprocess.run(["rm", "-rf", work])

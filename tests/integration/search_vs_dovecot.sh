@@ -31,7 +31,9 @@ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || { echo "SKIP: 
 export SEARCH_SHARED="$shared" SEARCH_QUERIES="$here/search-queries.txt" SEARCH_KNOWN="$here/search-known-diffs.txt"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 exec python3 - "$@" <<'PYEOF'
-import imaplib, json, os, re, subprocess, sys, tempfile
+import imaplib, signal, json, os, re, subprocess, sys, tempfile
+# a timeout (SIGTERM) must still stop Dovecot in the finally: below
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 from coffer_harness import CofferServer, free_port
 
 shared = os.environ["SEARCH_SHARED"]
@@ -202,6 +204,8 @@ try:
 finally:
     subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-stop", name],
                    stdout=subprocess.DEVNULL)
+    # imap-test-servers keeps the instance's mail under /tmp/diff-dovecot-NAME
+    subprocess.run(["rm", "-rf", "/tmp/diff-dovecot-" + name])
     subprocess.run(["rm", "-rf", work])
 sys.exit(rc)
 PYEOF

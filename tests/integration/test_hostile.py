@@ -281,6 +281,10 @@ def test_deep_nesting():
         c.send(line + "\r\n")
         lines = expect_tagged(c, tag, ("BAD",))
         assert not any(x.startswith("* SEARCH") or "FETCH (" in x for x in lines), lines
+    # more SEARCH keys than the 1,024 allowed (within max_line)
+    c.send("k SEARCH " + "ALL " * 1100 + "\r\n")
+    lines = expect_tagged(c, "k", ("BAD",))
+    assert "too many" in lines[-1], lines
     # nesting within the limit still works
     c.send("i SEARCH " + "(" * 10 + "ALL" + ")" * 10 + "\r\n")
     r = expect_tagged(c, "i", ("OK",))

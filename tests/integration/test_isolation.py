@@ -188,6 +188,11 @@ def test_same_names_reach_only_own_instance():
         print("  %s opened %s" % (user, opened))
         for box in opened:
             assert box in ("INBOX", "Archive") or box.startswith("Users/"), (user, box)
+        if user.endswith("/jon"):
+            # within the instance too: jon was granted nothing by admin
+            assert "Users/admin/INBOX" not in opened, (user, opened)
+        else:
+            assert "Users/jon/INBOX" in opened, (user, opened)     # the admin sees all
         c.close()
     # and the mirror image: beta's user never sees alpha's mail
     c, st = login(s, "beta/jon", "beta-pw")

@@ -228,6 +228,10 @@ START_TEST(test_users_secrets)
     ck_assert_int_eq(inst_user_get(in, "alice", &u), 0);
     ck_assert(!u.admin && !u.disabled);
     ck_assert(strncmp(u.pw_hash, "$y$", 3) == 0);
+    struct mbox_rec inbox;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &inbox), 0);   /* created with the user */
+    ck_assert_uint_eq(inbox.messages, 0);
+    ck_assert_uint_eq(inbox.uidnext, 1);
     ck_assert(secret_check_password(u.pw_hash, "pw1"));
     ck_assert(!secret_check_password(u.pw_hash, "pw2"));
     /* SCRAM secret: recompute StoredKey/ServerKey from the stored salt */
@@ -434,6 +438,35 @@ START_TEST(test_partial_read)
     ck_assert_int_eq(inst_msg_read(in, r.msgnum, canon.len - 65536, 65536, sink, &c), 0);
     ck_assert_int_eq(c.calls, 1);
     buf_free(&c.b);
+    /* the map is found without /proc too (cofferd children are chrooted):
+     * from a page header, the same address /proc/self/maps names */
+    void *via_proc = in->map_base;
+    size_t len_proc = in->map_len;
+    ck_assert_ptr_nonnull(via_proc);
+    ck_assert_ptr_ne(via_proc, (void *)-1);
+    in->map_base = (void *)-1;
+    inst_rd_end(in);
+    size_t rn = 200000;
+    char *rnd = malloc(rn);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < rn; i++) {
+        x = x * 1103515245u + 12345u;
+        rnd[i] = (i % 70 == 69) ? '\n' : (char)(33 + (x >> 16) % 90);   /* poorly compressible */
+    }
+    memcpy(rnd, "Subject: r\n\n", 12);
+    uint32_t ruid;
+    ck_assert_int_eq(add("INBOX", rnd, rn, NULL, &ruid, &added), 0);
+    free(rnd);
+    in->map_base = (void *)-1;     /* as if /proc/self/maps were unreadable */
+    inst_rd_begin(in);
+    struct msg_ref rr;
+    ck_assert_int_eq(inst_msg_get(in, mb.id, ruid, &rr), 0);
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_read(in, rr.msgnum, 1000, 150000, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, 150000);
+    buf_free(&c.b);
+    ck_assert_ptr_eq(in->map_base, via_proc);
+    ck_assert_uint_eq(in->map_len, len_proc);
     /* raw export gives the original octets */
     c.calls = 0;
     buf_init(&c.b, 0);

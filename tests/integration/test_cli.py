@@ -113,6 +113,13 @@ C('instance', 'rm', 'other', '--force')
 out, _ = C('instance', 'list')
 T.check('other' not in out, 'instance rm: %r' % out)
 
+# run as root, coffer works as the owner of data_dir: no root-owned lock.mdb
+if os.geteuid() == 0 and T._coffer_ids():
+    for f in ('registry/lock.mdb', 'instances/demo/lock.mdb', 'instances/demo/data.mdb'):
+        st = os.stat(os.path.join(DATA, f))
+        T.check(st.st_uid == T._coffer_ids()[0], '%s is not owned by the coffer user' % f)
+        T.check(not st.st_mode & 0o007, '%s is world-accessible (umask 027)' % f)
+
 # ---- the whole shared corpus ----
 corpus = T.shared('corpus')
 emls, mbox_msgs, mboxes = [], 0, []

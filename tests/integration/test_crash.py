@@ -2,7 +2,7 @@
 kill `coffer verify` must pass; re-running finishes the job with exactly the
 source's messages (export is byte-identical). A backup taken while an
 import runs restores to an instance that verifies.
-Env: COFFER_TEST_CRASH_COUNT (default 1500 messages), COFFER_TEST_KILLS (20)."""
+Env: COFFER_TEST_CRASH_COUNT (default 3000 messages), COFFER_TEST_KILLS (20)."""
 import os
 import random
 import re
@@ -16,7 +16,7 @@ import cofferlib as T  # noqa: E402
 
 TOP = T.tmpdir()
 DATA = os.path.join(TOP, 'data')
-count = int(os.environ.get('COFFER_TEST_CRASH_COUNT', '1500'))
+count = int(os.environ.get('COFFER_TEST_CRASH_COUNT', '3000'))
 kills = int(os.environ.get('COFFER_TEST_KILLS', '20'))
 rng = random.Random(int(os.environ.get('COFFER_TEST_SEED', '0')) or None)
 
@@ -44,7 +44,7 @@ cmd = [T.COFFER, '--data-dir', DATA, 'import', 'crash/u', '--folder', 'Crash', s
 
 # Each run gets a short random time before the kill, so the kills fall at
 # different points of the import (between and inside commits).
-window = T.timeout(0.35)
+window = T.timeout(0.2)
 done_early = 0
 for i in range(kills):
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -56,7 +56,10 @@ def server():
     global _SERVER
     if _SERVER is None:
         import tempfile
+        import atexit
+        import shutil
         tmp = tempfile.mkdtemp(prefix="coffer-sess-")
+        atexit.register(shutil.rmtree, tmp, True)
         os.chmod(tmp, 0o755)
         arch = _mbox(tmp, "archive.mbox", SAMPLE_FILES[:3])
         bobs = _mbox(tmp, "bob.mbox", SAMPLE_FILES[3:5])

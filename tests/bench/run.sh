@@ -13,7 +13,8 @@
 #   COFFER_SHARED     ../shared (default: next to the source tree)
 #   BENCH_DIR         where the work dir goes (default /tmp)
 #   BENCH_BROWSE      seconds of the concurrent browsing runs (default 30)
-#   BENCH_CLIENTS     concurrent browsing clients (default 20)
+#   BENCH_CLIENTS     concurrent browsing clients, one run per number
+#                     (default "20 50")
 #   BENCH_LOGINS      TLS logins per server (default 200)
 #   BENCH_HOLD        idle connections for the memory figure (default 50)
 #   BENCH_KEEP=1      keep the work dir
@@ -29,7 +30,7 @@ ib=$build/tests/bench/imapbench
 COFFER=${COFFER:-$build/coffer}
 COFFERD=${COFFERD:-$build/cofferd}
 BROWSE=${BENCH_BROWSE:-30}
-CLIENTS=${BENCH_CLIENTS:-20}
+CLIENTS=${BENCH_CLIENTS:-20 50}
 LOGINS=${BENCH_LOGINS:-200}
 HOLD=${BENCH_HOLD:-50}
 
@@ -219,7 +220,7 @@ sq s_subject "SUBJECT \"$s_subj\""
 sq s_msgid "HEADER Message-ID \"$s_mid\""
 sq s_dates "SINCE 1-Jan-2018 BEFORE 1-Jul-2018"
 sq s_ornot "OR BODY \"$s_rare2\" NOT SUBJECT \"$s_subj2\""
-both browse -b "$BROWSE" -k "$CLIENTS"
+for k in $CLIENTS; do both "browse$k" -b "$BROWSE" -k "$k"; done
 
 # memory per idle logged-in connection: the server tree's PSS with HOLD idle
 # TLS+COMPRESS sessions (each has SELECTed the mailbox) minus without.
@@ -311,9 +312,11 @@ for lab, name in (("s_body_rare", "SEARCH BODY rare word"), ("s_text_common", "S
                   ("s_dates", "SEARCH SINCE/BEFORE"), ("s_ornot", "SEARCH OR BODY/NOT SUBJECT")):
     med = lambda s: statistics.median(float(x["wall"]) for x in R[(lab, s)])
     row(name + " (median of 3)", med("coffer"), med("dovecot"), "ms", False, cpu(lab, "coffer"), cpu(lab, "dovecot"))
-b = lambda s: float(g("browse", s, 0, "rate"))
-row("%s clients browsing %s s: commands/s (errors %s/%s)" % (clients, browse, g("browse","coffer",0,"errors"), g("browse","dovecot",0,"errors")),
-    b("coffer"), b("dovecot"), "/s", True, cpu("browse","coffer"), cpu("browse","dovecot"))
+for k in clients.split():
+    lab = "browse" + k
+    b = lambda s: float(g(lab, s, 0, "rate"))
+    row("%s clients browsing %s s: commands/s (errors %s/%s)" % (k, browse, g(lab,"coffer",0,"errors"), g(lab,"dovecot",0,"errors")),
+        b("coffer"), b("dovecot"), "/s", True, cpu(lab,"coffer"), cpu(lab,"dovecot"))
 for ln in out: print(ln)
 print()
 for ln in open(res):

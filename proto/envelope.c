@@ -292,6 +292,15 @@ static void address_list(struct aparse *a)
 
 /* All fields of one kind (From:, To: …) form one list, as in the
  * reference server. */
+/* Only folding white space: a field "present but empty". */
+static bool blank(const unsigned char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != ' ' && v[i] != '\t' && v[i] != '\r' && v[i] != '\n')
+            return false;
+    return true;
+}
+
 static int write_addresses(struct buf *out, const unsigned char *hdr, size_t len,
                            const char *name)
 {
@@ -376,7 +385,9 @@ int envelope_write(const unsigned char *hdr, size_t len, struct buf *out)
         if (i > 0)
             r |= buf_putc(out, ' ');
         int src = i;
-        if ((i == E_SENDER || i == E_REPLY_TO) && !val[i])
+        /* RFC 3501 7.4.2: Sender and Reply-To default to From when
+         * "absent ... or present but empty" */
+        if ((i == E_SENDER || i == E_REPLY_TO) && (!val[i] || blank(val[i], vlen[i])))
             src = E_FROM;
         if (!val[src]) {
             r |= buf_puts(out, "NIL");

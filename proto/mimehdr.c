@@ -7,7 +7,7 @@
 void mimehdr_init(struct mimehdr_iter *it, const unsigned char *hdr, size_t len)
 {
     it->p = hdr;
-    it->end = hdr + len;
+    it->end = len ? hdr + len : hdr;   /* hdr may be NULL for an empty header */
 }
 
 static const unsigned char *line_end(const unsigned char *p, const unsigned char *end)

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -592,6 +593,33 @@ int conn_new(int rfd, int wfd, struct ssl_ctx_st *tls_ctx, const char *peer_ip,
     return CONN_OK;
 }
 
+/* Closing a socket that still has unread client input makes the kernel
+ * send RST, and the client may then lose our last response (the BYE that
+ * explains why we close). So: stop sending, then read and drop input for
+ * a short, bounded time until the client closes too. */
+static void linger_close_input(int wfd, int rfd)
+{
+    if (shutdown(wfd, SHUT_WR) != 0)
+        return;   /* not a socket (inetd pipe) or already gone */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char scratch[4096];
+    size_t dropped = 0;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L;
+        if (ms >= 500 || dropped > (256u << 10))
+            return;
+        struct pollfd p = {.fd = rfd, .events = POLLIN};
+        if (poll(&p, 1, (int)(500 - ms)) <= 0)
+            return;
+        ssize_t n = read(rfd, scratch, sizeof scratch);
+        if (n <= 0)
+            return;
+        dropped += (size_t)n;
+    }
+}
+
 void conn_free(struct conn *c)
 {
     if (!c)
@@ -608,6 +636,7 @@ void conn_free(struct conn *c)
     }
     free(c->zin);
     free(c->zout);
+    linger_close_input(c->wfd, c->rfd);
     close(c->rfd);
     if (c->wfd != c->rfd)
         close(c->wfd);

@@ -184,6 +184,12 @@ static const struct sample samples[] = {
      "\"http://example.org/x\"",
      "\"application\" \"octet-stream\" (\"name*\" \"utf-8''%E2%82%AC%20rates.txt\" "
      "\"title*1*\" \"us-ascii'en'This%20is%20%2A%2A%2Afun%2A%2A%2A\") NIL NIL \"base64\" 18", 0},
+    /* RFC 3501 7.4.2: a Sender or Reply-To "present but empty" is From */
+    {"empty-sender", "From: a@b.c\nSender: \nReply-To:\n\nx\n",
+     "NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" "
+     "\"b.c\")) NIL NIL NIL NIL NIL",
+     "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL",
+     "\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 1", 0},
 };
 
 static const char RFC822_DIGEST[] =

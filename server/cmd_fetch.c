@@ -391,6 +391,8 @@ struct bin_ctx {
 
 static int bin_consume(struct bin_ctx *b, const unsigned char *p, size_t n)
 {
+    if (n == 0)   /* an empty part: p may be NULL, and memchr(NULL, ..., 0) is UB */
+        return b->err;
     if (!b->emit) {
         if (memchr(p, 0, n) != NULL)
             b->nul = true;

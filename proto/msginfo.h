@@ -76,7 +76,8 @@ int msginfo_build(const unsigned char *canon, size_t len, struct buf *out,
 int msginfo_open(struct msginfo *mi, const void *data, size_t len, const char **err);
 uint32_t msginfo_version(const void *data, size_t len);
 
-/* Ready-to-send strings, e.g. `("Mon, 1 Jan 2024 ..." "subj" ((...)) ...)`. */
+/* Ready-to-send strings WITHOUT their outer parentheses, e.g.
+ * `"Mon, 1 Jan 2024 ..." "subj" ((...)) ...`: the writer adds them. */
 void msginfo_envelope(const struct msginfo *mi, const char **s, size_t *len);
 void msginfo_bodystructure(const struct msginfo *mi, const char **s, size_t *len);
 void msginfo_body(const struct msginfo *mi, const char **s, size_t *len);

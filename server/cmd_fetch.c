@@ -505,35 +505,6 @@ static bool unknown_cte(const struct msgctx *m, const struct fetch *f)
 /* Is s one parenthesised list, "(...)"? The msginfo contract gives the
  * strings with their outer parentheses; tolerate a record written
  * without them (quoted strings and literals are skipped while matching). */
-static bool is_wrapped(const char *s, size_t len)
-{
-    if (len < 2 || s[0] != '(')
-        return false;
-    size_t depth = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '"') {
-            for (i++; i < len && s[i] != '"'; i++)
-                if (s[i] == '\\')
-                    i++;
-        } else if (c == '{') {
-            uint64_t n = 0;
-            size_t j = i + 1;
-            while (j < len && s[j] >= '0' && s[j] <= '9' && n < len)
-                n = n * 10 + (uint64_t)(s[j++] - '0');
-            if (j + 2 < len && s[j] == '}' && s[j + 1] == '\r' && s[j + 2] == '\n' &&
-                n <= len - (j + 3))
-                i = j + 2 + (size_t)n;
-        } else if (c == '(') {
-            depth++;
-        } else if (c == ')') {
-            if (depth == 0 || --depth == 0)
-                return i == len - 1;
-        }
-    }
-    return false;
-}
-
 static int write_item(struct session *s, const struct fitem *it, struct msgctx *m)
 {
     const char *str;
@@ -566,10 +537,8 @@ static int write_item(struct session *s, const struct fitem *it, struct msgctx *
             msginfo_body(&m->mi, &str, &slen);
         else
             msginfo_bodystructure(&m->mi, &str, &slen);
-        if (is_wrapped(str, slen)) {
-            sess_write(s, o->data, o->len);
-            return sess_write(s, str, slen);
-        }
+        /* msginfo stores the three strings without their outer
+         * parentheses (proto/msginfo.h) */
         buf_putc(o, '(');
         sess_write(s, o->data, o->len);
         sess_write(s, str, slen);
@@ -690,7 +659,6 @@ static int fetch_one(struct session *s, const struct fetch *f, size_t idx, bool 
 static int fetch_write(struct session *s, const struct fetch *f, size_t idx, bool uid,
                        struct msgctx *mp)
 {
-    struct msgctx m = *mp;
     sess_printf(s, "* %zu FETCH (", idx + 1);
     bool first = true;
     if (uid) {
@@ -698,7 +666,7 @@ static int fetch_write(struct session *s, const struct fetch *f, size_t idx, boo
         for (size_t i = 0; i < f->n; i++)
             listed |= f->items[i].kind == F_UID;
         if (!listed) {
-            sess_printf(s, "UID %u", m.ref.uid);
+            sess_printf(s, "UID %u", mp->ref.uid);
             first = false;
         }
     }
@@ -706,7 +674,7 @@ static int fetch_write(struct session *s, const struct fetch *f, size_t idx, boo
         if (!first)
             sess_puts(s, " ");
         first = false;
-        if (write_item(s, &f->items[i], &m) != 0)
+        if (write_item(s, &f->items[i], mp) != 0)
             return -1;
     }
     sess_puts(s, ")\r\n");

@@ -58,6 +58,7 @@ struct auth_ctx {
     char mech[32];
     char mechs[64];
     bool login_cmd;          /* the exchange came from the LOGIN command */
+    bool busy;               /* the password check found no free slot */
 };
 
 /* One connection per process: the SASL callbacks find their context here. */
@@ -278,6 +279,7 @@ static int cb_checkpass(sasl_conn_t *conn, void *context, const char *user, cons
     const char *hash = known ? rec.pw_hash : G.dummy_hash;
     int slot = slot_acquire();
     if (slot == -2) {
+        a->busy = true;   /* libsasl2 reports this as a failed login */
         OPENSSL_cleanse(pw, sizeof pw);
         log_warn("auth: password check slots busy for 30 s");
         return SASL_TRYAGAIN;
@@ -610,6 +612,10 @@ static enum auth_status map(struct auth_ctx *a, int rc, const char *out, unsigne
                             const unsigned char **chal, size_t *chal_len,
                             struct auth_result *res)
 {
+    /* A check that never ran is no failed login: NO [UNAVAILABLE], no
+     * failure count, no penalty for the address. */
+    if (a->busy && rc != SASL_OK && rc != SASL_CONTINUE)
+        return AUTH_ERROR;
     switch (rc) {
     case SASL_OK:
         return finish_ok(a, res);
@@ -670,6 +676,7 @@ enum auth_status auth_start(struct auth_ctx *a, const char *mech,
         return AUTH_BADMECH;
     if (new_sasl(a) != 0)
         return AUTH_ERROR;
+    a->busy = false;
     apply_penalty(a);
     const char *out = NULL;
     unsigned outlen = 0;

@@ -209,7 +209,10 @@ int sess_login_done(struct session *s, const char *tag, const struct auth_result
         return CMD_END;
     }
     if (env->test_open_after_login != NULL) {
-        int fd = open(env->test_open_after_login, O_RDONLY);
+        /* "w:PATH" tries opening PATH for writing */
+        const char *path = env->test_open_after_login;
+        bool wr = strncmp(path, "w:", 2) == 0;
+        int fd = open(wr ? path + 2 : path, wr ? O_WRONLY : O_RDONLY);
         log_info("test hook: open(%s) after login: %s", env->test_open_after_login,
                  fd >= 0 ? "SUCCEEDED" : strerror(errno));
         if (fd >= 0)
@@ -218,6 +221,8 @@ int sess_login_done(struct session *s, const char *tag, const struct auth_result
     s->state = S_AUTH;
     s->logged_in_once = true;
     clock_gettime(CLOCK_MONOTONIC, &s->t_login);
+    if (env->stat_user != NULL && env->stat_user_len > 0)
+        snprintf(env->stat_user, env->stat_user_len, "%s/%s", res->instance, res->authn);
     /* the login line itself (mechanism, TLS) is logged by server/auth.c */
     if (strcmp(res->user, res->authn) != 0)
         log_info("audit: %s/%s acts as %s (authzid)", res->instance, res->authn, res->user);
@@ -280,17 +285,26 @@ int cmd_enable(struct session *s, const struct imap_cmd *cmd, const struct imap_
 {
     if (nargs == 0)
         return sess_tagged(s, cmd->tag, "BAD", "ENABLE needs capabilities");
-    bool rev2 = false;
+    bool rev2 = false, utf8 = false;
     for (size_t i = 0; i < nargs; i++) {
         if (args[i].type != IMAP_ARG_ATOM)
             return sess_tagged(s, cmd->tag, "BAD", "Invalid capability");
         if (imap_arg_eq(&args[i], "IMAP4rev2"))
             rev2 = true;
+        else if (imap_arg_eq(&args[i], "UTF8=ACCEPT"))
+            utf8 = true;
     }
+    /* ENABLED lists only what this command turned on (RFC 5161) */
     sess_puts(s, "* ENABLED");
     if (rev2 && !s->rev2) {
         s->rev2 = s->utf8 = true;
         sess_puts(s, " IMAP4rev2");
+    }
+    /* RFC 6855: mailbox names in UTF-8 from now on; message headers are
+     * served as stored anyway (8-bit included), nothing to downgrade */
+    if (utf8 && !s->utf8_accept) {
+        s->utf8_accept = s->utf8 = true;
+        sess_puts(s, " UTF8=ACCEPT");
     }
     sess_puts(s, "\r\n");
     return sess_tagged(s, cmd->tag, "OK", "Enabled");

@@ -21,6 +21,8 @@ int cmd_idle(struct session *s, const struct imap_cmd *cmd, const struct imap_ar
     struct buf line;
     buf_init(&line, DONE_LINE_MAX + 1);
     int rc = CMD_OK;
+    /* an IDLE session is the idle session: SELECT's pages need not stay */
+    sess_release_idle(s, true);
     for (;;) {
         if (sess_shutdown(s)) {
             sess_puts(s, "* BYE Server shutting down\r\n");
@@ -63,6 +65,7 @@ int cmd_idle(struct session *s, const struct imap_cmd *cmd, const struct imap_ar
             rc = CMD_END;
             break;
         }
+        sess_release_idle(s, false);
         if (sess_flush(s) != 0) {
             rc = CMD_END;
             break;

@@ -134,7 +134,10 @@ static void write_attrs(struct buf *b, const struct list_ent *e, const struct li
             ATTR("\\HasChildren");
         else
             ATTR("\\HasNoChildren");
-        if ((o->ret_subscribed || o->sel_subscribed) && (e->attrs & LE_SUBSCRIBED))
+        /* with RECURSIVEMATCH a parent subscribed only through its
+         * children says so with CHILDINFO instead */
+        if ((o->ret_subscribed || o->sel_subscribed) && (e->attrs & LE_SUBSCRIBED) &&
+            !(o->recursive && (e->attrs & LE_SUB_IMPLIED)))
             ATTR("\\Subscribed");
         uint32_t su = e->special_use;
         if (su & STORE_SU_ALL)
@@ -211,6 +214,44 @@ static int parse_list_opts(const struct imap_arg **args, size_t *nargs, struct l
     return 0;
 }
 
+#define LE_CHILDINFO 0x100u   /* do_list only: send ("CHILDINFO" ("SUBSCRIBED")) */
+
+static int cmp_ext(const void *key, const void *ent)
+{
+    return strcmp((const char *)key, ((const struct list_ent *)ent)->ext);
+}
+
+static bool match_any(char *const *patterns, size_t np, const char *name)
+{
+    for (size_t k = 0; k < np; k++)
+        if (sess_mbox_match(patterns[k], name))
+            return true;
+    return false;
+}
+
+/* RFC 5258 RECURSIVEMATCH: every ancestor of a subscribed mailbox that
+ * the patterns do not match gets CHILDINFO, so a client listing one level
+ * learns which branches hold subscribed folders. ls is sorted by name. */
+static void mark_childinfo(struct list_set *ls, char *const *patterns, size_t np)
+{
+    char name[sizeof(((struct mbox_loc *)0)->ext)];
+    for (size_t i = 0; i < ls->n; i++) {
+        const struct list_ent *e = &ls->v[i];
+        if (!(e->attrs & LE_SUBSCRIBED) || (e->attrs & LE_SUB_IMPLIED) ||
+            strlen(e->ext) >= sizeof(name) || match_any(patterns, np, e->ext))
+            continue;
+        strcpy(name, e->ext);
+        char *slash;
+        while ((slash = strrchr(name, '/')) != NULL) {
+            *slash = '\0';
+            struct list_ent *p = bsearch(name, ls->v, ls->n, sizeof(ls->v[0]), cmp_ext);
+            if (p == NULL || (p->attrs & LE_CHILDINFO))
+                break;   /* its ancestors were marked already */
+            p->attrs |= LE_CHILDINFO;
+        }
+    }
+}
+
 /* Pattern text from the wire: mUTF-7-decoded unless in UTF-8 mode; a
  * pattern that does not decode is used as it is (it matches nothing odd). */
 static char *pattern_text(struct session *s, const struct imap_arg *ref,
@@ -281,6 +322,8 @@ static int do_list(struct session *s, const struct imap_cmd *cmd, const struct i
             free(patterns[i]);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Cannot list mailboxes");
     }
+    if (o.recursive)
+        mark_childinfo(&ls, patterns, np);
     /* INBOX first, the rest in name order (the set is sorted) */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < ls.n; i++) {
@@ -288,12 +331,12 @@ static int do_list(struct session *s, const struct imap_cmd *cmd, const struct i
             bool inbox = strcmp(e->ext, "INBOX") == 0;
             if (inbox != (pass == 0))
                 continue;
-            bool match = false;
-            for (size_t k = 0; k < np && !match; k++)
-                match = sess_mbox_match(patterns[k], e->ext);
-            if (!match)
+            if (!match_any(patterns, np, e->ext))
                 continue;
-            if (o.sel_subscribed && !(e->attrs & LE_SUBSCRIBED))
+            bool childinfo = (e->attrs & LE_CHILDINFO) != 0;
+            bool own_sub = (e->attrs & LE_SUBSCRIBED) &&
+                           !(o.recursive && (e->attrs & LE_SUB_IMPLIED));
+            if (o.sel_subscribed && !own_sub && !childinfo)
                 continue;
             if (o.sel_special && e->special_use == 0)
                 continue;
@@ -302,6 +345,8 @@ static int do_list(struct session *s, const struct imap_cmd *cmd, const struct i
             write_attrs(&s->out, e, &o, lsub);
             buf_puts(&s->out, ") \"/\" ");
             sess_append_mbox(s, &s->out, e->ext);
+            if (childinfo)
+                buf_puts(&s->out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             buf_puts(&s->out, "\r\n");
             sess_write(s, s->out.data, s->out.len);
             if (o.status && !(e->attrs & LE_NOSELECT))

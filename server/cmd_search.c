@@ -10,7 +10,7 @@
 #include "server/log.h"
 #include "server/search_exec.h"
 
-static void set_saved(struct session *s, const uint8_t *match)
+static void set_saved(struct session *s, const uint32_t *uids, const uint8_t *match)
 {
     free(s->saved);
     s->saved = NULL;
@@ -24,11 +24,11 @@ static void set_saved(struct session *s, const uint8_t *match)
         return;
     for (size_t i = 0; i < s->nuids; i++)
         if (match[i])
-            s->saved[s->nsaved++] = s->uids[i];
+            s->saved[s->nsaved++] = uids[i];
 }
 
 static int write_esearch(struct session *s, const struct imap_cmd *cmd, bool uid,
-                         unsigned ret, const uint8_t *match)
+                         unsigned ret, const uint32_t *uids, const uint8_t *match)
 {
     size_t count = 0, first = SIZE_MAX, last = 0;
     for (size_t i = 0; i < s->nuids; i++) {
@@ -39,7 +39,7 @@ static int write_esearch(struct session *s, const struct imap_cmd *cmd, bool uid
             first = i;
         last = i;
     }
-#define VAL(i) (uid ? s->uids[i] : (uint32_t)((i) + 1))
+#define VAL(i) (uid ? uids[i] : (uint32_t)((i) + 1))
     buf_reset(&s->out);
     buf_printf(&s->out, "* ESEARCH (TAG \"%s\")", cmd->tag);
     if (uid)
@@ -98,39 +98,46 @@ int cmd_search(struct session *s, const struct imap_cmd *cmd, const struct imap_
     }
     if (esearch && ret == 0)
         ret = SEARCH_RET_ALL;   /* RETURN () means ALL */
-    uint8_t *match = calloc(s->nuids ? s->nuids : 1, 1);
+    /* the view keeps UID runs; the executor wants one UID per message, so
+     * the array lives for this command only */
+    bool oom;
+    uint32_t *uids = sess_view_array(s, &oom);
+    uint8_t *match = oom ? NULL : calloc(s->nuids ? s->nuids : 1, 1);
     if (match == NULL) {
+        free(uids);
         search_free(prog);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Out of memory");
     }
-    struct search_view v = {s->selrec.id, s->uids, s->nuids, s->saved, s->nsaved};
+    struct search_view v = {s->selrec.id, uids, s->nuids, s->saved, s->nsaved};
     const char *xerr = "search failed";
     int rc = search_exec(s->in, &v, prog, match, &xerr);
     search_free(prog);
     if (rc != 0) {
         if (ret & SEARCH_RET_SAVE)
-            set_saved(s, NULL);
+            set_saved(s, uids, NULL);
         free(match);
+        free(uids);
         log_err("SEARCH failed: %s", xerr);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Search failed");
     }
     int wr = 0;
     if (esearch) {
         if ((ret & ~SEARCH_RET_SAVE) != 0)
-            wr = write_esearch(s, cmd, uid, ret, match);
+            wr = write_esearch(s, cmd, uid, ret, uids, match);
     } else {
         sess_puts(s, "* SEARCH");
         for (size_t i = 0; i < s->nuids && wr == 0; i++) {
             if (!match[i])
                 continue;
-            sess_printf(s, " %u", uid ? s->uids[i] : (uint32_t)(i + 1));
+            sess_printf(s, " %u", uid ? uids[i] : (uint32_t)(i + 1));
             wr = sess_maybe_flush(s);
         }
         sess_puts(s, "\r\n");
     }
     if (ret & SEARCH_RET_SAVE)
-        set_saved(s, match);
+        set_saved(s, uids, match);
     free(match);
+    free(uids);
     if (wr != 0)
         return CMD_END;
     return sess_tagged(s, cmd->tag, "OK", "Search completed");

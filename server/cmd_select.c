@@ -1,5 +1,5 @@
 /* cmd_select.c — SELECT/EXAMINE (always read-only), CHECK, CLOSE,
- * UNSELECT, and the session's view of the selected mailbox: its UID array,
+ * UNSELECT, and the session's view of the selected mailbox: its UID runs,
  * message sets over it, and the formatting shared with FETCH/STORE. */
 #include "server/session_int.h"
 
@@ -16,25 +16,108 @@ struct extend_ctx {
     long added;
 };
 
+static int view_append(struct session *s, uint32_t uid)
+{
+    if (s->nruns > 0) {
+        struct uid_run *r = &s->runs[s->nruns - 1];
+        if (uid <= r->uid + r->n - 1)
+            return 0;   /* never out of order in the view */
+        if (uid == r->uid + r->n && r->n < UINT32_MAX) {
+            r->n++;
+            s->nuids++;
+            return 0;
+        }
+    }
+    if (s->nuids >= UINT32_MAX)
+        return -1;
+    if (s->nruns == s->capruns) {
+        size_t ncap = s->capruns ? s->capruns * 2 : 4;
+        struct uid_run *nv = realloc(s->runs, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        s->runs = nv;
+        s->capruns = ncap;
+    }
+    s->runs[s->nruns++] = (struct uid_run){(uint32_t)s->nuids, uid, 1};
+    s->nuids++;
+    return 0;
+}
+
 static int extend_cb(void *ctx, const struct msg_ref *m)
 {
     struct extend_ctx *x = ctx;
-    struct session *s = x->s;
-    if (s->nuids > 0 && m->uid <= s->uids[s->nuids - 1])
-        return 0;   /* never out of order in the view */
-    if (s->nuids == s->capuids) {
-        size_t ncap = s->capuids ? s->capuids * 2 : 256;
-        uint32_t *nv = realloc(s->uids, ncap * sizeof(*nv));
-        if (nv == NULL) {
-            x->err = -1;
-            return 1;
-        }
-        s->uids = nv;
-        s->capuids = ncap;
+    size_t before = x->s->nuids;
+    if (view_append(x->s, m->uid) != 0) {
+        x->err = -1;
+        return 1;
     }
-    s->uids[s->nuids++] = m->uid;
-    x->added++;
+    x->added += (long)(x->s->nuids - before);
     return 0;
+}
+
+uint32_t sess_view_last_uid(const struct session *s)
+{
+    if (s->nruns == 0)
+        return 0;
+    const struct uid_run *r = &s->runs[s->nruns - 1];
+    return r->uid + r->n - 1;
+}
+
+uint32_t sess_view_uid(struct session *s, size_t idx)
+{
+    size_t h = s->run_hint;
+    for (size_t k = 0; k < 2 && h < s->nruns; k++, h++) {
+        const struct uid_run *r = &s->runs[h];
+        if (idx >= r->idx && idx - r->idx < r->n) {
+            s->run_hint = h;
+            return r->uid + (uint32_t)(idx - r->idx);
+        }
+    }
+    size_t lo = 0, hi = s->nruns;   /* last run with r->idx <= idx */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->runs[mid].idx <= idx)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if (lo >= s->nruns)
+        return 0;
+    s->run_hint = lo;
+    return s->runs[lo].uid + (uint32_t)(idx - s->runs[lo].idx);
+}
+
+size_t sess_view_lower_bound(const struct session *s, uint32_t uid)
+{
+    size_t lo = 0, hi = s->nruns;   /* first run whose last UID >= uid */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct uid_run *r = &s->runs[mid];
+        if (r->uid + (r->n - 1) < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == s->nruns)
+        return s->nuids;
+    const struct uid_run *r = &s->runs[lo];
+    return uid <= r->uid ? r->idx : r->idx + (uid - r->uid);
+}
+
+uint32_t *sess_view_array(struct session *s, bool *oom)
+{
+    *oom = false;
+    if (s->nuids == 0)
+        return NULL;
+    uint32_t *v = malloc(s->nuids * sizeof(*v));
+    if (v == NULL) {
+        *oom = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < s->nruns; i++)
+        for (uint32_t k = 0; k < s->runs[i].n; k++)
+            v[s->runs[i].idx + k] = s->runs[i].uid + k;
+    return v;
 }
 
 long sess_view_extend(struct session *s, uint32_t from)
@@ -56,19 +139,6 @@ static int first_unseen_cb(void *ctx, const struct msg_ref *m)
     return 0;
 }
 
-static size_t uid_lower_bound(const struct session *s, uint32_t uid)
-{
-    size_t lo = 0, hi = s->nuids;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->uids[mid] < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 int cmd_select(struct session *s, const struct imap_cmd *cmd, const struct imap_arg *args,
                size_t nargs, bool uid)
 {
@@ -86,10 +156,9 @@ int cmd_select(struct session *s, const struct imap_cmd *cmd, const struct imap_
         return sess_tagged(s, cmd->tag, "NO", "[NONEXISTENT] Mailbox does not exist");
     s->sel = loc;
     s->selrec = rec;
-    s->nuids = 0;
     s->snap = inst_snapshot_id(s->in);
     if (sess_view_extend(s, 1) < 0) {
-        s->nuids = 0;
+        sess_deselect(s);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Cannot read mailbox");
     }
     s->selected = true;
@@ -97,7 +166,7 @@ int cmd_select(struct session *s, const struct imap_cmd *cmd, const struct imap_
     if (loc.other)
         log_info("audit: %s/%s opened %s's archive: %s", s->who.instance, s->who.user,
                  loc.owner, loc.name);
-    uint32_t next = s->nuids ? s->uids[s->nuids - 1] + 1 : 1;
+    uint32_t next = sess_view_last_uid(s) + 1;
     if (next < rec.uidnext)
         next = rec.uidnext;
     sess_puts(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
@@ -109,8 +178,8 @@ int cmd_select(struct session *s, const struct imap_cmd *cmd, const struct imap_
         if (rec.unseen > 0)
             inst_msgs_walk(s->in, rec.id, 1, first_unseen_cb, &unseen_uid);
         if (unseen_uid != 0) {
-            size_t i = uid_lower_bound(s, unseen_uid);
-            if (i < s->nuids && s->uids[i] == unseen_uid)
+            size_t i = sess_view_lower_bound(s, unseen_uid);
+            if (i < s->nuids && sess_view_uid(s, i) == unseen_uid)
                 sess_printf(s, "* OK [UNSEEN %zu] First unseen\r\n", i + 1);
         }
     }
@@ -179,7 +248,7 @@ int view_iter_init(struct session *s, const struct imap_arg *a, bool uid,
         }
         seqset_resolve(&it->set, (uint32_t)s->nuids);
     } else {
-        seqset_resolve(&it->set, s->nuids ? s->uids[s->nuids - 1] : 0);
+        seqset_resolve(&it->set, sess_view_last_uid(s));
     }
     return 0;
 }
@@ -189,11 +258,11 @@ bool view_iter_next(struct session *s, struct view_iter *it, size_t *idx)
     while (it->ri < it->set.n) {
         const struct seqset_range *r = &it->set.r[it->ri];
         if (!it->started) {
-            it->idx = it->uid ? uid_lower_bound(s, r->lo) : (size_t)r->lo - 1;
+            it->idx = it->uid ? sess_view_lower_bound(s, r->lo) : (size_t)r->lo - 1;
             it->started = true;
         }
         if (it->idx < s->nuids) {
-            uint32_t v = it->uid ? s->uids[it->idx] : (uint32_t)(it->idx + 1);
+            uint32_t v = it->uid ? sess_view_uid(s, it->idx) : (uint32_t)(it->idx + 1);
             if (v <= r->hi) {
                 *idx = it->idx++;
                 return true;

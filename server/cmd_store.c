@@ -43,7 +43,7 @@ int cmd_store(struct session *s, const struct imap_cmd *cmd, const struct imap_a
     size_t idx;
     while (!silent && view_iter_next(s, &it, &idx)) {
         struct msg_ref m;
-        if (inst_msg_get(s->in, s->selrec.id, s->uids[idx], &m) != STORE_OK)
+        if (inst_msg_get(s->in, s->selrec.id, sess_view_uid(s, idx), &m) != STORE_OK)
             continue;
         buf_reset(&s->out);
         buf_printf(&s->out, "* %zu FETCH (", idx + 1);

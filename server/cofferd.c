@@ -17,6 +17,7 @@
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <pwd.h>
@@ -66,7 +67,7 @@ static uid_t run_uid;
 static gid_t run_gid;
 static int report_pipe[2] = { -1, -1 };
 static int sig_pipe[2] = { -1, -1 };
-static volatile sig_atomic_t got_hup, got_term, got_chld;
+static volatile sig_atomic_t got_hup, got_term, got_chld, got_usr1;
 static volatile int child_shutdown;
 static unsigned char install_secret[32];
 static bool foreground;
@@ -407,7 +408,9 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
     snprintf(cc.root, sizeof cc.root, "%s", root);
     /* In the chroot this is <data_dir>/dev/urandom (made by prepare_urandom). */
     snprintf(cc.urandom, sizeof cc.urandom, "/dev/urandom");
-    int ll = confine_landlock(root, cc.urandom);
+    /* Before the first client byte: the whole store readable (any
+     * instance may be named at login), only LMDB lock files writable. */
+    int ll = confine_landlock_store(root, cc.urandom);
     if (ll < 0) {
         log_err("Landlock failed: %s", strerror(errno));
         _exit(1);
@@ -443,6 +446,9 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
     env.shutdown_flag = &child_shutdown;
     uint64_t ncmd = 0;
     env.stat_commands = &ncmd;
+    char who[STORE_ID_MAX + STORE_USER_MAX + 2] = "";
+    env.stat_user = who;
+    env.stat_user_len = sizeof who;
 #ifdef COFFER_TEST_HOOKS
     env.test_open_after_login = getenv("COFFER_TEST_OPEN_AFTER_LOGIN");
 #endif
@@ -456,9 +462,11 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    log_info("disconnect in=%llu out=%llu commands=%llu duration=%.3fs%s",
+    /* the one line for the end of a connection, logged in or not */
+    log_info("disconnect in=%llu out=%llu commands=%llu duration=%.3fs%s%s%s",
              (unsigned long long)conn_bytes_in(c), (unsigned long long)conn_bytes_out(c),
-             (unsigned long long)ncmd, secs, child_shutdown ? " (shutdown)" : "");
+             (unsigned long long)ncmd, secs, who[0] ? " user=" : "", who,
+             child_shutdown ? " (shutdown)" : "");
     auth_ctx_free(env.auth);
     conn_free(c);
     _exit(0);
@@ -473,6 +481,8 @@ static void parent_sig(int sig)
         got_hup = 1;
     else if (sig == SIGCHLD)
         got_chld = 1;
+    else if (sig == SIGUSR1)
+        got_usr1 = 1;
     else
         got_term = 1;
     char b = 0;
@@ -583,6 +593,16 @@ static void addr_strings(const struct sockaddr_storage *ss, socklen_t sl, char *
         snprintf(desc, desclen, "%.63s:%.15s", h, serv);
 }
 
+/* The connection layer buffers a whole response and flushes it once, so
+ * Nagle only adds delay: a response leaving in two writes waited for the
+ * client's delayed ACK (~40 ms per command). Fails harmlessly on non-TCP
+ * sockets (inetd mode on a pipe or a Unix socket). */
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static void accept_one(const struct listener *l)
 {
     struct sockaddr_storage ss;
@@ -595,6 +615,7 @@ static void accept_one(const struct listener *l)
             usleep(100000);   /* the listener stays readable: do not spin */
         return;
     }
+    set_nodelay(fd);
     char ip[64], desc[96];
     addr_strings(&ss, sl, ip, sizeof ip, desc, sizeof desc);
     if (nkids >= cfg.max_connections) {
@@ -728,6 +749,9 @@ static int serve(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
+#ifdef COFFER_TEST_HOOKS
+    sigaction(SIGUSR1, &sa, NULL);   /* test hook: rotate the ticket keys now */
+#endif
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
@@ -742,7 +766,10 @@ static int serve(void)
             pfd[n++] = (struct pollfd){ .fd = lst[i].fd, .events = POLLIN };
         pfd[n++] = (struct pollfd){ .fd = report_pipe[0], .events = POLLIN };
         pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN };
-        int r = poll(pfd, n, 60000);
+        /* wake up in time for the next ticket key rotation */
+        time_t due = rotated + (time_t)cfg.tls_ticket_rotate_s - time(NULL);
+        int wait_ms = due <= 0 ? 0 : due < 60 ? (int)due * 1000 : 60000;
+        int r = poll(pfd, n, wait_ms);
         if (r < 0 && errno != EINTR) {
             log_err("poll: %s", strerror(errno));
             break;
@@ -765,9 +792,17 @@ static int serve(void)
         if (got_term)
             break;
         time_t now = time(NULL);
-        if ((unsigned)(now - rotated) >= cfg.tls_ticket_rotate_s) {
-            if (tls_tickets_rotate() == 0)
+        if ((unsigned)(now - rotated) >= cfg.tls_ticket_rotate_s || got_usr1) {
+            if (tls_tickets_rotate() == 0) {
                 rotated = now;
+            } else {
+                /* keep the current keys and retry in a minute, not at once */
+                log_err("cannot rotate the TLS ticket keys (random source)");
+                rotated = now - (time_t)cfg.tls_ticket_rotate_s + 60;
+            }
+            if (got_usr1)
+                log_info("test hook: TLS ticket keys rotated");
+            got_usr1 = 0;
         }
         if (r > 0)
             for (unsigned i = 0; i < nlst; i++)
@@ -793,6 +828,7 @@ static int run_inetd(bool is_tls)
     char ip[64] = "inetd", desc[96] = "inetd";
     if (getpeername(0, (struct sockaddr *)&ss, &sl) == 0)
         addr_strings(&ss, sl, ip, sizeof ip, desc, sizeof desc);
+    set_nodelay(1);
     int in = dup(0), out = dup(1);
     int devnull = open("/dev/null", O_RDWR);
     if (in < 0 || out < 0 || devnull < 0)

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,120 +264,140 @@ static int set_sni(struct cofferd_cfg *cfg, const char *v, char *err, size_t err
     return 0;
 }
 
-int cfg_set(struct cofferd_cfg *cfg, const char *k, const char *v, char *err, size_t errlen)
+/* How a plain key's value is parsed and where it goes. Keys with their own
+ * syntax (addresses, TLS protocols, SNI triples, log) are handled in cfg_set. */
+enum cfg_kind {
+    K_TEXT,      /* non-empty string into a char array */
+    K_HOST,      /* K_TEXT without blanks, quotes or brackets (greeting, SASL) */
+    K_ABSPATH,   /* absolute path into a char array */
+    K_BOOL,      /* yes/no into a bool */
+    K_U64,       /* size with K/M/G/T suffix into a uint64_t */
+    K_UINT,      /* number into an unsigned */
+    K_SIZE,      /* size into a size_t */
+    K_MS,        /* duration into an int of milliseconds */
+    K_SEC,       /* duration into an unsigned of seconds */
+};
+
+struct cfg_key {
+    const char *name;
+    enum cfg_kind kind;
+    size_t off, len;          /* the field: offset and size */
+    uint64_t min, max;        /* numbers and sizes; durations in ms */
+    const char *want;         /* what a good value looks like, for the error */
+};
+
+#define FIELD(f) offsetof(struct cofferd_cfg, f), sizeof(((struct cofferd_cfg *)0)->f)
+static const struct cfg_key cfg_keys[] = {
+    { "data_dir", K_ABSPATH, FIELD(data_dir), 0, 0, "an absolute path is required" },
+    { "tls_cert", K_TEXT, FIELD(tls_cert), 0, 0, "a file name is required" },
+    { "tls_key", K_TEXT, FIELD(tls_key), 0, 0, "a file name is required" },
+    { "tls_ciphers", K_TEXT, FIELD(tls_ciphers), 0, 0, "an OpenSSL cipher list is required" },
+    { "tls_ciphersuites", K_TEXT, FIELD(tls_ciphersuites), 0, 0,
+      "an OpenSSL TLS 1.3 ciphersuite list is required" },
+    { "tls_groups", K_TEXT, FIELD(tls_groups), 0, 0,
+      "a group list like X25519:P-256 is required" },
+    { "hostname", K_HOST, FIELD(hostname), 0, 0, "a host name is required" },
+    { "user", K_TEXT, FIELD(user), 0, 0, "a user name is required" },
+    { "group", K_TEXT, FIELD(group), 0, 0, "a group name is required" },
+    { "allow_plaintext_auth", K_BOOL, FIELD(allow_plaintext_auth), 0, 0, "use yes or no" },
+    { "max_connections", K_UINT, FIELD(max_connections), 1, 1000000,
+      "a number from 1 to 1000000 is required" },
+    { "max_connections_per_ip", K_UINT, FIELD(max_connections_per_ip), 1, 1000000,
+      "a number from 1 to 1000000 is required" },
+    { "map_size", K_U64, FIELD(map_size), 1u << 20, (uint64_t)1 << 50,
+      "a size like 1T (at least 1M) is required" },
+    { "default_timezone", K_TEXT, FIELD(default_timezone), 0, 0, "a time zone name is required" },
+    { "max_line", K_SIZE, FIELD(max_line), 1024, 16u << 20, "a size from 1K to 16M is required" },
+    { "max_literal", K_U64, FIELD(max_literal), 1024, (uint64_t)1 << 32,
+      "a size from 1K to 4G is required" },
+    { "max_nesting", K_UINT, FIELD(max_nesting), 1, 1000, "a number from 1 to 1000 is required" },
+    { "command_timeout", K_MS, FIELD(command_timeout_ms), 100, 86400000,
+      "a duration like 60 or 60s is required" },
+    { "idle_timeout", K_MS, FIELD(idle_timeout_ms), 100, 86400000,
+      "a duration like 30m is required" },
+    { "preauth_timeout", K_MS, FIELD(preauth_timeout_ms), 100, 86400000,
+      "a duration like 60s is required" },
+    { "max_auth_failures", K_UINT, FIELD(max_auth_failures), 1, 100,
+      "a number from 1 to 100 is required" },
+    { "auth_concurrency", K_UINT, FIELD(auth_concurrency), 1, 1024,
+      "a number from 1 to 1024 is required" },
+    { "auth_failure_delay", K_MS, FIELD(auth_failure_delay_ms), 0, 60000,
+      "a duration up to 60s is required" },
+    { "auth_penalty_max", K_MS, FIELD(auth_penalty_max_ms), 0, 300000,
+      "a duration up to 5m is required" },
+    { "auth_secret_file", K_ABSPATH, FIELD(auth_secret_file), 0, 0, "an absolute path is required" },
+    { "tls_ticket_rotate", K_SEC, FIELD(tls_ticket_rotate_s), 60000, 86400000,
+      "a duration from 1m to 24h is required" },
+};
+#undef FIELD
+
+static int set_plain(struct cofferd_cfg *cfg, const struct cfg_key *key, const char *v)
 {
+    char *f = (char *)cfg + key->off;
     uint64_t u;
     int ms;
-#define BADV(what) fail(err, errlen, "bad value for %s: " what, k)
-    if (!strcmp(k, "data_dir")) {
-        if (v[0] != '/' || copy_str(cfg->data_dir, sizeof cfg->data_dir, v))
-            return BADV("an absolute path is required");
-    } else if (!strcmp(k, "listen")) {
-        return parse_addrs(v, cfg->listen, &cfg->n_listen, "143", err, errlen);
-    } else if (!strcmp(k, "listen_tls")) {
-        return parse_addrs(v, cfg->listen_tls, &cfg->n_listen_tls, "993", err, errlen);
-    } else if (!strcmp(k, "tls_cert")) {
-        if (copy_str(cfg->tls_cert, sizeof cfg->tls_cert, v) || !v[0])
-            return BADV("a file name is required");
-    } else if (!strcmp(k, "tls_key")) {
-        if (copy_str(cfg->tls_key, sizeof cfg->tls_key, v) || !v[0])
-            return BADV("a file name is required");
-    } else if (!strcmp(k, "tls_protocols")) {
-        if (parse_protocols(cfg, v))
-            return BADV("use TLSv1.2 and/or TLSv1.3");
-    } else if (!strcmp(k, "tls_ciphers")) {
-        if (copy_str(cfg->tls_ciphers, sizeof cfg->tls_ciphers, v) || !v[0])
-            return BADV("an OpenSSL cipher list is required");
-    } else if (!strcmp(k, "tls_ciphersuites")) {
-        if (copy_str(cfg->tls_ciphersuites, sizeof cfg->tls_ciphersuites, v) || !v[0])
-            return BADV("an OpenSSL TLS 1.3 ciphersuite list is required");
-    } else if (!strcmp(k, "tls_groups")) {
-        if (copy_str(cfg->tls_groups, sizeof cfg->tls_groups, v) || !v[0])
-            return BADV("a group list like X25519:P-256 is required");
-    } else if (!strcmp(k, "tls_sni")) {
-        return set_sni(cfg, v, err, errlen);
-    } else if (!strcmp(k, "hostname")) {
-        if (copy_str(cfg->hostname, sizeof cfg->hostname, v) || !v[0] || strpbrk(v, " \t[]\"\\"))
-            return BADV("a host name is required");
-    } else if (!strcmp(k, "user")) {
-        if (copy_str(cfg->user, sizeof cfg->user, v) || !v[0])
-            return BADV("a user name is required");
-    } else if (!strcmp(k, "group")) {
-        if (copy_str(cfg->group, sizeof cfg->group, v) || !v[0])
-            return BADV("a group name is required");
-    } else if (!strcmp(k, "allow_plaintext_auth")) {
-        if (parse_bool(v, &cfg->allow_plaintext_auth))
-            return BADV("use yes or no");
-    } else if (!strcmp(k, "max_connections")) {
-        if (parse_size(v, 1, 1000000, &u))
-            return BADV("a number from 1 to 1000000 is required");
-        cfg->max_connections = (unsigned)u;
-    } else if (!strcmp(k, "max_connections_per_ip")) {
-        if (parse_size(v, 1, 1000000, &u))
-            return BADV("a number from 1 to 1000000 is required");
-        cfg->max_connections_per_ip = (unsigned)u;
-    } else if (!strcmp(k, "log")) {
-        if (!strcmp(v, "syslog"))
-            cfg->log_syslog = true;
-        else if (!strcmp(v, "stderr"))
-            cfg->log_syslog = false;
+    switch (key->kind) {
+    case K_ABSPATH:
+        if (v[0] != '/')
+            return -1;
+        /* fall through */
+    case K_HOST:
+    case K_TEXT:
+        if (!v[0] || (key->kind == K_HOST && strpbrk(v, " \t[]\"\\")))
+            return -1;
+        return copy_str(f, key->len, v);
+    case K_BOOL:
+        return parse_bool(v, (bool *)(void *)f);
+    case K_U64:
+    case K_UINT:
+    case K_SIZE:
+        if (parse_size(v, key->min, key->max, &u))
+            return -1;
+        if (key->kind == K_U64)
+            *(uint64_t *)(void *)f = u;
+        else if (key->kind == K_UINT)
+            *(unsigned *)(void *)f = (unsigned)u;
         else
-            return BADV("use stderr or syslog");
-    } else if (!strcmp(k, "map_size")) {
-        if (parse_size(v, 1u << 20, (uint64_t)1 << 50, &cfg->map_size))
-            return BADV("a size like 1T (at least 1M) is required");
-    } else if (!strcmp(k, "default_timezone")) {
-        if (copy_str(cfg->default_timezone, sizeof cfg->default_timezone, v) || !v[0])
-            return BADV("a time zone name is required");
-    } else if (!strcmp(k, "max_line")) {
-        if (parse_size(v, 1024, 16u << 20, &u))
-            return BADV("a size from 1K to 16M is required");
-        cfg->max_line = (size_t)u;
-    } else if (!strcmp(k, "max_literal")) {
-        if (parse_size(v, 1024, (uint64_t)1 << 32, &cfg->max_literal))
-            return BADV("a size from 1K to 4G is required");
-    } else if (!strcmp(k, "max_nesting")) {
-        if (parse_size(v, 1, 1000, &u))
-            return BADV("a number from 1 to 1000 is required");
-        cfg->max_nesting = (unsigned)u;
-    } else if (!strcmp(k, "command_timeout")) {
-        if (parse_duration_ms(v, 100, &cfg->command_timeout_ms))
-            return BADV("a duration like 60 or 60s is required");
-    } else if (!strcmp(k, "idle_timeout")) {
-        if (parse_duration_ms(v, 100, &cfg->idle_timeout_ms))
-            return BADV("a duration like 30m is required");
-    } else if (!strcmp(k, "preauth_timeout")) {
-        if (parse_duration_ms(v, 100, &cfg->preauth_timeout_ms))
-            return BADV("a duration like 60s is required");
-    } else if (!strcmp(k, "max_auth_failures")) {
-        if (parse_size(v, 1, 100, &u))
-            return BADV("a number from 1 to 100 is required");
-        cfg->max_auth_failures = (unsigned)u;
-    } else if (!strcmp(k, "auth_concurrency")) {
-        if (parse_size(v, 1, 1024, &u))
-            return BADV("a number from 1 to 1024 is required");
-        cfg->auth_concurrency = (unsigned)u;
-    } else if (!strcmp(k, "auth_failure_delay")) {
-        if (parse_duration_ms(v, 0, &ms) || ms > 60000)
-            return BADV("a duration up to 60s is required");
-        cfg->auth_failure_delay_ms = ms;
-    } else if (!strcmp(k, "auth_penalty_max")) {
-        if (parse_duration_ms(v, 0, &ms) || ms > 300000)
-            return BADV("a duration up to 5m is required");
-        cfg->auth_penalty_max_ms = ms;
-    } else if (!strcmp(k, "auth_secret_file")) {
-        if (v[0] != '/' || copy_str(cfg->auth_secret_file, sizeof cfg->auth_secret_file, v))
-            return BADV("an absolute path is required");
-    } else if (!strcmp(k, "tls_ticket_rotate")) {
-        if (parse_duration_ms(v, 60000, &ms))
-            return BADV("a duration from 1m to 24h is required");
-        cfg->tls_ticket_rotate_s = (unsigned)(ms / 1000);
-    } else {
-        return fail(err, errlen, "unknown key '%s'", k);
+            *(size_t *)(void *)f = (size_t)u;
+        return 0;
+    case K_MS:
+    case K_SEC:
+        if (parse_duration_ms(v, (int)key->min, &ms) || (uint64_t)ms > key->max)
+            return -1;
+        if (key->kind == K_MS)
+            *(int *)(void *)f = ms;
+        else
+            *(unsigned *)(void *)f = (unsigned)(ms / 1000);
+        return 0;
     }
-#undef BADV
-    (void)ms;
-    return 0;
+    return -1;
+}
+
+int cfg_set(struct cofferd_cfg *cfg, const char *k, const char *v, char *err, size_t errlen)
+{
+    if (!strcmp(k, "listen"))
+        return parse_addrs(v, cfg->listen, &cfg->n_listen, "143", err, errlen);
+    if (!strcmp(k, "listen_tls"))
+        return parse_addrs(v, cfg->listen_tls, &cfg->n_listen_tls, "993", err, errlen);
+    if (!strcmp(k, "tls_sni"))
+        return set_sni(cfg, v, err, errlen);
+    if (!strcmp(k, "tls_protocols")) {
+        if (parse_protocols(cfg, v))
+            return fail(err, errlen, "bad value for %s: use TLSv1.2 and/or TLSv1.3", k);
+        return 0;
+    }
+    if (!strcmp(k, "log")) {
+        if (strcmp(v, "syslog") && strcmp(v, "stderr"))
+            return fail(err, errlen, "bad value for %s: use stderr or syslog", k);
+        cfg->log_syslog = !strcmp(v, "syslog");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cfg_keys / sizeof cfg_keys[0]; i++)
+        if (!strcmp(k, cfg_keys[i].name))
+            return set_plain(cfg, &cfg_keys[i], v)
+                       ? fail(err, errlen, "bad value for %s: %s", k, cfg_keys[i].want)
+                       : 0;
+    return fail(err, errlen, "unknown key '%s'", k);
 }
 
 static char *trim(char *s)

@@ -2,8 +2,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <dirent.h>
 #include <linux/landlock.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -44,27 +47,72 @@ static int add_path(int rfd, const char *path, uint64_t access)
     return r == 0 ? 0 : -1;
 }
 
+/* A ruleset fd, or -1. */
+static int ruleset_new(void)
+{
+    struct landlock_ruleset_attr ra = { .handled_access_fs = LL_ALL };
+    return (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof ra, 0);
+}
+
+/* Add urandom, enforce the ruleset (ok: its rules are complete) and close
+ * it; 0 or -1. */
+static int ruleset_apply(int rfd, bool ok, const char *urandom)
+{
+    int rc = -1;
+    if (ok && (!urandom || add_path(rfd, urandom, LANDLOCK_ACCESS_FS_READ_FILE) == 0) &&
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+        syscall(SYS_landlock_restrict_self, rfd, 0) == 0)
+        rc = 0;
+    close(rfd);
+    return rc;
+}
+
 int confine_landlock(const char *dir, const char *urandom)
 {
     if (confine_landlock_abi() < 1)
         return 1;
-    struct landlock_ruleset_attr ra = { .handled_access_fs = LL_ALL };
-    int rfd = (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof ra, 0);
+    int rfd = ruleset_new();
     if (rfd < 0)
         return -1;
-    int rc = -1;
-    if (add_path(rfd, dir, LL_DIR) != 0)
-        goto out;
-    if (urandom && add_path(rfd, urandom, LANDLOCK_ACCESS_FS_READ_FILE) != 0)
-        goto out;
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        goto out;
-    if (syscall(SYS_landlock_restrict_self, rfd, 0) != 0)
-        goto out;
-    rc = 0;
-out:
-    close(rfd);
-    return rc;
+    return ruleset_apply(rfd, add_path(rfd, dir, LL_DIR) == 0, urandom);
+}
+
+/* A lock file that does not exist is skipped: that env cannot be opened by
+ * a reader anyway (cofferd checks the lock files when it starts). */
+static int add_lockfile(int rfd, const char *dir)
+{
+    char p[4096];
+    if ((size_t)snprintf(p, sizeof p, "%s/lock.mdb", dir) >= sizeof p)
+        return 0;
+    if (add_path(rfd, p, LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return 0;
+}
+
+int confine_landlock_store(const char *root, const char *urandom)
+{
+    if (confine_landlock_abi() < 1)
+        return 1;
+    int rfd = ruleset_new();
+    if (rfd < 0)
+        return -1;
+    char dir[4096];
+    const char *base = strcmp(root, "/") ? root : "";
+    bool ok = add_path(rfd, root, LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR) == 0;
+    snprintf(dir, sizeof dir, "%s/registry", base);
+    ok = ok && add_lockfile(rfd, dir) == 0;
+    snprintf(dir, sizeof dir, "%s/instances", base);
+    DIR *d = ok ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && ok && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if ((size_t)snprintf(dir, sizeof dir, "%s/instances/%s", base, e->d_name) < sizeof dir)
+            ok = add_lockfile(rfd, dir) == 0;
+    }
+    if (d)
+        closedir(d);
+    return ruleset_apply(rfd, ok, urandom);
 }
 
 int confine_process(const struct confine_opts *o, const char **root, const char **err)

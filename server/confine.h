@@ -13,6 +13,13 @@ int confine_landlock_abi(void);
  * create regular files) and reading urandom (may be NULL) can be opened.
  * Returns 0, 1 when Landlock is unavailable, -1 on error. */
 int confine_landlock(const char *dir, const char *urandom);
+/* Landlock before login, over the whole store under root: read every file
+ * and directory, but write only the LMDB lock files that exist now
+ * (registry/lock.mdb, instances/<id>/lock.mdb; readers must write their
+ * reader slot) and create nothing. A later confine_landlock() narrows
+ * this further; the two layers intersect, so after login too only the
+ * instance's lock.mdb is writable. Returns as confine_landlock(). */
+int confine_landlock_store(const char *root, const char *urandom);
 
 struct confine_opts {
     const char *data_dir;

@@ -174,13 +174,17 @@ static int cand_cmp(const void *a, const void *b)
  * sees header and body text, indexed separately). */
 struct tri_src {
     struct ix_cursor c1, c2;
+    const unsigned char *tri;
+    uint8_t offs;                 /* bit k % 8 for each offset k of tri in the key */
     bool two, open1, open2;
+    uint64_t v1, v2;              /* last seek's answer per field */
 };
 
 /* Smallest posting >= t of the source: 1 (with *v), 0 none left, or <0. */
 static int src_seek(struct tri_src *s, uint64_t t, uint64_t *v)
 {
     uint64_t v1 = UINT64_MAX, v2 = UINT64_MAX;
+    s->v1 = s->v2 = UINT64_MAX;
     int r = ix_cursor_seek(&s->c1, t, &v1);
     if (r < 0)
         return r;
@@ -193,8 +197,34 @@ static int src_seek(struct tri_src *s, uint64_t t, uint64_t *v)
         if (r == 0)
             v2 = UINT64_MAX;
     }
+    s->v1 = v1;
+    s->v2 = v2;
     *v = v1 < v2 ? v1 : v2;
     return *v != UINT64_MAX;
+}
+
+static uint8_t rotr8(uint8_t m, unsigned k)
+{
+    return (uint8_t)(m >> k | m << ((8 - k) & 7));
+}
+
+/* Every source has msgnum t: can the key occur there at all? A match at
+ * position p puts the trigram of key offset k at p + k, so bit p % 8 must
+ * survive in rotr(mask, k) of every source, within one field. */
+static bool masks_agree(const struct tri_src *src, size_t ns, uint64_t t)
+{
+    uint8_t a1 = 0xFF, a2 = src[0].two ? 0xFF : 0;
+    for (size_t i = 0; i < ns && (a1 || a2); i++) {
+        const struct tri_src *s = &src[i];
+        uint8_t m1 = s->v1 == t ? ix_cursor_mask(&s->c1) : 0;
+        uint8_t m2 = s->two && s->v2 == t ? ix_cursor_mask(&s->c2) : 0;
+        for (unsigned k = 0; k < 8; k++)
+            if (s->offs & (1u << k)) {
+                a1 &= rotr8(m1, k);
+                a2 &= rotr8(m2, k);
+            }
+    }
+    return a1 || a2;
 }
 
 /* Keep the candidates (sorted by msgnum) that are in every source: a
@@ -224,8 +254,12 @@ static int leapfrog(struct tri_src *src, size_t ns, struct cand *c, size_t *m)
             }
         }
         if (all) {
-            while (i < n && c[i].msgnum == t)
-                c[o++] = c[i++];
+            bool keep = masks_agree(src, ns, t);
+            while (i < n && c[i].msgnum == t) {
+                if (keep)
+                    c[o++] = c[i];
+                i++;
+            }
             continue;
         }
         size_t lo = i, hi = n;
@@ -254,12 +288,16 @@ static int index_filter(struct ex *x, const struct search_node *n, int f1, int f
         return STORE_EIO;
     }
     for (size_t k = 0; k < ntri && rc == STORE_OK; k++) {
-        bool dup = false;
-        for (size_t j = 0; j < k && !dup; j++)
-            dup = memcmp(n->key + j, n->key + k, 3) == 0;
-        if (dup)
+        size_t j = 0;
+        while (j < ns && memcmp(src[j].tri, n->key + k, 3) != 0)
+            j++;
+        if (j < ns) {               /* the same trigram again, at offset k */
+            src[j].offs |= (uint8_t)(1u << (k & 7));
             continue;
+        }
         struct tri_src *s = &src[ns++];
+        s->tri = n->key + k;
+        s->offs = (uint8_t)(1u << (k & 7));
         if ((rc = ix_cursor_open(x->txn, x->dbs, f1, n->key + k, &s->c1)) == STORE_OK) {
             s->open1 = true;
             if (f2 >= 0 && (rc = ix_cursor_open(x->txn, x->dbs, f2, n->key + k, &s->c2)) == STORE_OK)
@@ -549,6 +587,9 @@ int search_exec(struct inst *in, const struct search_view *v,
         return STORE_OK;
     x.txn = inst_txn(in);
     x.dbs = inst_index_dbs(in);
+    /* an index being rebuilt (or migrated) does not cover every message */
+    if (x.dbs && x.txn && !ix_complete(x.txn, x.dbs))
+        x.dbs = NULL;
     x.refs = calloc(nv, sizeof *x.refs);
     x.have = calloc(nv, 1);
     x.sentday = calloc(nv, sizeof *x.sentday);

@@ -260,8 +260,8 @@ static int complete_tree(struct list_set *ls)
             if (first)
                 p->attrs |= LE_CHILDREN;
             first = false;
-            if (sub && (p->attrs & LE_NOSELECT))
-                p->attrs |= LE_SUBSCRIBED;
+            if (sub && (p->attrs & LE_NOSELECT) && !(p->attrs & LE_SUBSCRIBED))
+                p->attrs |= LE_SUBSCRIBED | LE_SUB_IMPLIED;
         }
     }
     return 0;

@@ -3,6 +3,7 @@
  * sends untagged updates, and logs the session. */
 #include "server/session_int.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "server/log.h"
 
 #define WAIT_SLICE_MS 5000   /* re-check the shutdown flag this often */
+#define IDLE_RELEASE_MS 100  /* no command for this long: the session is idle */
 #define PREAUTH_LITERAL_MAX 16384
 
 /* ---- output ---- */
@@ -117,7 +119,7 @@ int sess_updates(struct session *s)
         uint64_t snap = inst_snapshot_id(s->in);
         if (snap != s->snap) {
             s->snap = snap;
-            uint32_t from = s->nuids ? s->uids[s->nuids - 1] + 1 : 1;
+            uint32_t from = s->nuids ? sess_view_last_uid(s) + 1 : 1;
             long added = from != 0 ? sess_view_extend(s, from) : 0;
             if (added > 0)
                 sess_printf(s, "* %zu EXISTS\r\n", s->nuids);
@@ -161,6 +163,9 @@ void sess_deselect(struct session *s)
 {
     s->selected = false;
     s->nuids = 0;
+    free(s->runs);   /* a folder with many runs should not keep them */
+    s->runs = NULL;
+    s->nruns = s->capruns = s->run_hint = 0;
     free(s->saved);
     s->saved = NULL;
     s->nsaved = 0;
@@ -172,7 +177,7 @@ void sess_capability(struct session *s, struct buf *out)
 {
     buf_puts(out, "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT "
                   "CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES BINARY "
-                  "STATUS=SIZE");
+                  "STATUS=SIZE UTF8=ACCEPT");
     if (s->state == S_NOTAUTH) {
         if (conn_tls_available(s->c))
             buf_puts(out, " STARTTLS");
@@ -356,6 +361,22 @@ static void tagged_from_line(struct session *s, const char *line, size_t len,
         sess_printf(s, "* %s %s\r\n", status, text);
 }
 
+/* The client went quiet (read_command: 100 ms without a command; IDLE:
+ * every poll): give back what the last commands left mapped (store pages
+ * of a SELECT or FETCH, freed heap), so that an idle session costs little
+ * whatever the folder size. A busy session never pays for it. */
+void sess_release_idle(struct session *s, bool trim_heap)
+{
+    bool had = s->txn;
+    if (s->in != NULL && sess_rd_begin(s) == 0) {
+        inst_release_pages(s->in);
+        if (!had)
+            sess_rd_end(s);
+    }
+    if (trim_heap)
+        malloc_trim(0);
+}
+
 /* Read one whole command (lines and literals) into cmdbuf. RD_DONE: the
  * command was answered already (refused literal, APPEND); RD_END: the
  * session is over. */
@@ -364,6 +385,7 @@ static enum rd_result read_command(struct session *s, struct buf *line, struct b
     const struct session_limits *lim = &s->env->lim;
     int idle_ms = s->state == S_NOTAUTH ? lim->preauth_timeout_ms : lim->idle_timeout_ms;
     int waited = 0;
+    bool released = false;
     for (;;) {
         if (sess_shutdown(s)) {
             bye(s, "Server shutting down");
@@ -374,6 +396,8 @@ static enum rd_result read_command(struct session *s, struct buf *line, struct b
             bye(s, "Autologout; idle for too long");
             return RD_END;
         }
+        if (!released && slice > IDLE_RELEASE_MS)
+            slice = IDLE_RELEASE_MS;
         int r = conn_wait_readable(s->c, slice);
         if (r > 0)
             break;
@@ -384,6 +408,10 @@ static enum rd_result read_command(struct session *s, struct buf *line, struct b
         if (r < 0)
             return RD_END;
         waited += slice;
+        if (!released) {
+            sess_release_idle(s, true);
+            released = true;
+        }
     }
     buf_reset(cmdbuf);
     bool first = true, discard = false;
@@ -569,13 +597,13 @@ void session_run(struct conn *c, const struct session_env *env_in)
             break;
     }
     sess_rd_end(&s);
-    if (s.logged_in_once)
+    /* without a daemon to write the connection's end line, write it here */
+    if (s.logged_in_once && env.stat_user == NULL)
         log_info("logout %s/%s in=%llu out=%llu commands=%llu duration=%.1fs",
                  s.who.instance, s.who.authn, (unsigned long long)conn_bytes_in(c),
                  (unsigned long long)conn_bytes_out(c), (unsigned long long)s.ncmds,
                  elapsed_s(&s.t_login));
     sess_deselect(&s);
-    free(s.uids);
     if (s.in != NULL)
         inst_close(s.in);
     if (s.auth_own != NULL)

@@ -39,6 +39,11 @@ struct session_env {
     /* Counter for the logout log line (commands run); may be NULL. The
      * session adds one per command it reads. */
     uint64_t *stat_commands;
+    /* Filled with "instance/user" at login, for the one log line cofferd
+     * writes when the connection ends (the session logs no logout line);
+     * may be NULL. */
+    char *stat_user;
+    size_t stat_user_len;
 };
 
 /* Run the session to completion; returns when the client logged out, the

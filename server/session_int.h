@@ -30,6 +30,11 @@ struct mbox_loc {
     bool other;                        /* under Users/ */
 };
 
+/* Consecutive UIDs uid, uid+1, ... uid+n-1 at view indexes idx...idx+n-1. */
+struct uid_run {
+    uint32_t idx, uid, n;
+};
+
 struct session {
     struct conn *c;
     const struct session_env *env;
@@ -41,6 +46,7 @@ struct session {
     bool txn;                    /* read transaction open */
     bool rev2;                   /* ENABLE IMAP4rev2: ESEARCH, UTF-8 names, LIST in SELECT */
     bool utf8;                   /* mailbox names in UTF-8 on the wire */
+    bool utf8_accept;            /* ENABLE UTF8=ACCEPT (RFC 6855) was sent */
     struct buf out;              /* scratch for one response line */
     struct buf *capture;         /* when set, output goes here (FETCH of one message) */
     size_t pending;              /* octets written since the last flush */
@@ -48,8 +54,13 @@ struct session {
     bool selected;
     struct mbox_loc sel;
     struct mbox_rec selrec;
-    uint32_t *uids;              /* seq i+1 has uids[i] */
-    size_t nuids, capuids;
+    /* The view: seq i+1 has UID sess_view_uid(s, i). Archive folders never
+     * expunge, so UIDs are a few ascending runs: memory does not grow with
+     * the folder (one 12-octet run for a folder imported in one go). */
+    struct uid_run *runs;
+    size_t nruns, capruns;
+    size_t run_hint;             /* last run used: sequential access is O(1) */
+    size_t nuids;                /* messages in the view */
     uint64_t snap;               /* snapshot id when the view was last refreshed */
     /* SEARCHRES `$` (sorted UIDs) */
     uint32_t *saved;
@@ -80,6 +91,10 @@ int sess_rd_begin(struct session *s);
 void sess_rd_end(struct session *s);
 void sess_capability(struct session *s, struct buf *out);
 bool sess_shutdown(const struct session *s);
+/* The client went quiet (session.c after 100 ms, IDLE after every poll):
+ * drop the store pages this process mapped (they stay in the page cache)
+ * and, with trim_heap, return freed heap to the system. */
+void sess_release_idle(struct session *s, bool trim_heap);
 /* Mailbox name for the wire (quoted string or literal). */
 int sess_append_mbox(struct session *s, struct buf *out, const char *ext);
 void sess_deselect(struct session *s);
@@ -101,6 +116,7 @@ int sess_mbox_resolve(struct session *s, const char *ext, struct mbox_loc *loc,
 #define LE_NOSELECT 0x1u
 #define LE_CHILDREN 0x2u
 #define LE_SUBSCRIBED 0x4u
+#define LE_SUB_IMPLIED 0x8u  /* \Noselect parent, "subscribed" only through a child */
 struct list_ent {
     char *ext;               /* client-visible UTF-8 name */
     unsigned attrs;          /* LE_* */
@@ -159,6 +175,15 @@ bool view_iter_next(struct session *s, struct view_iter *it, size_t *idx);
 void view_iter_free(struct view_iter *it);
 /* Load UIDs >= from into the view; returns messages added or -1. */
 long sess_view_extend(struct session *s, uint32_t from);
+/* UID of view index idx (< s->nuids); O(1) when called in ascending order. */
+uint32_t sess_view_uid(struct session *s, size_t idx);
+/* Highest UID in the view, 0 when empty. */
+uint32_t sess_view_last_uid(const struct session *s);
+/* First view index whose UID is >= uid (s->nuids when none). */
+size_t sess_view_lower_bound(const struct session *s, uint32_t uid);
+/* The view as a malloc'ed UID array (for SEARCH, freed after the command);
+ * NULL when empty or out of memory (*oom tells which). */
+uint32_t *sess_view_array(struct session *s, bool *oom);
 
 /* INTERNALDATE "dd-Mon-yyyy hh:mm:ss +zzzz" */
 void sess_fmt_date(char out[96], int64_t t, int32_t tz_min);

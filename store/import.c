@@ -593,6 +593,43 @@ static int import_dir(struct imp *im, const char *path, const char *rel, const c
     return rc;
 }
 
+/* Octets of the message files under a directory source, for the progress
+ * bar: files in cur/ and new/ of a Maildir (and of its .sub folders), every
+ * regular file elsewhere (.eml and mbox files). Walked only on a terminal. */
+static uint64_t tree_bytes(const char *path, int depth)
+{
+    if (depth > 32)
+        return 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    bool md = is_maildir(path);
+    const char *leaf = strrchr(path, '/');
+    leaf = leaf ? leaf + 1 : path;
+    bool msgs = !strcmp(leaf, "cur") || !strcmp(leaf, "new");
+    uint64_t sum = 0;
+    struct dirent *de;
+    char p[4096];
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, ".."))
+            continue;
+        if (snprintf(p, sizeof p, "%s/%s", path, n) >= (int)sizeof p)
+            continue;
+        struct stat st;
+        if (stat(p, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (!md || !strcmp(n, "cur") || !strcmp(n, "new") || n[0] == '.')
+                sum += tree_bytes(p, depth + 1);
+        } else if (S_ISREG(st.st_mode) && (msgs || !md)) {
+            sum += (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
 static int import_source(struct imp *im, const char *src)
 {
     const char *base = im->o->folder;
@@ -608,6 +645,8 @@ static int import_source(struct imp *im, const char *src)
             *im->err = store_seterr("%s: %s", src, strerror(errno));
             return STORE_EIO;
         }
+        if (im->o->progress)      /* percentage and ETA need the total first */
+            im->total_bytes += tree_bytes(src, 0);
         if (is_maildir(src))
             return import_maildir(im, src, base ? base : "INBOX");
         uint64_t found = 0;
@@ -684,6 +723,15 @@ int store_import(struct inst *in, const char *owner, const char *const *sources,
         size_t fl = strlen(f);
         if (!fl || fl > STORE_MBOX_MAX || f[0] == '/' || f[fl - 1] == '/' || strstr(f, "//")) {
             *err = store_seterr("invalid folder name '%s'", o->folder);
+            return STORE_EINVAL;
+        }
+        /* Source folders named Users are renamed with a warning
+         * (imp_fix_users); a name the admin typed is refused instead, so
+         * nothing lands where they did not ask. */
+        if (!strncasecmp(f, "Users", 5) && (f[5] == 0 || f[5] == '/')) {
+            *err = store_seterr("folder '%s' is inside \"Users/\", the other users' namespace: "
+                                "clients would show it as another user's archive; choose "
+                                "another name (e.g. 'Users-imported%s')", f, f + 5);
             return STORE_EINVAL;
         }
     }

@@ -14,11 +14,17 @@
 #include <lmdb.h>
 #include "proto/msginfo.h"
 
-#define INDEX_VERSION 1
+#define INDEX_VERSION 2      /* 2: postings in segments (index_int.h) */
 
 struct index_dbs {
     MDB_dbi dbi[8];           /* owned by index.c */
     unsigned n;
+    /* Optional, set by the writer's owner: drop the env map's pages from
+     * this process (inst_release_map). Level merges read many MB through
+     * the map within one transaction and call it as they go, so that the
+     * import's RSS stays bounded. */
+    void (*release_map)(void *ctx);
+    void *release_ctx;
 };
 
 /* Open (or with create, create) the index's named databases. */
@@ -38,8 +44,10 @@ void index_discard(void);
 /* Drop one message's postings (reindex, purge). */
 int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                          const char **err);
-/* Drop everything (before a full reindex). */
+/* Drop everything (before a full reindex); marks the index incomplete
+ * (searches scan) until index_mark_complete() ends the rebuild. */
 int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
+int index_mark_complete(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
 /* Check CRCs and structure; report problems through cb; returns count. */
 long index_verify(MDB_txn *txn, const struct index_dbs *dbs,
                   void (*report)(void *ctx, const char *msg), void *ctx);

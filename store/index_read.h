@@ -1,8 +1,8 @@
 /* index_read.h — streaming reader over one trigram's postings, for the
  * SEARCH executor. A posting list is a run of blocks keyed
- * (field, trigram, first msgnum); the reader decodes one block at a time,
- * so a common trigram is never loaded whole. Every block's CRC32C is
- * checked before use. */
+ * (segment, field, trigram, first msgnum) over a few segments (index_int.h);
+ * the reader decodes one block at a time, so a common trigram is never
+ * loaded whole. Every block's CRC32C is checked before use. */
 #ifndef COFFER_INDEX_READ_H
 #define COFFER_INDEX_READ_H
 #include <lmdb.h>
@@ -12,13 +12,29 @@
 
 #define IX_BLOCK_MAX_BYTES 480      /* encoded payload per block */
 #define IX_BLOCK_MAX_ENTRIES 480    /* varints are >= 1 octet */
+#define IX_LEVELS 3                 /* posting segment levels (index_int.h) */
 
+/* A posting: the message, and a mask of the positions (mod 8) where the
+ * trigram starts in the field's text. A key's trigrams at query offsets k
+ * can only be one occurrence if some p has bit (p + k) % 8 set in each
+ * one's mask: the executor drops most false candidates with that before
+ * it decodes any text. */
+struct ix_ent {
+    uint64_t msgnum;
+    uint8_t mask;
+};
+
+struct ix_seg;
 struct ix_cursor {
-    MDB_cursor *cur;
-    unsigned char prefix[4];        /* field, trigram */
-    uint64_t ent[IX_BLOCK_MAX_ENTRIES];
+    MDB_cursor *cur[IX_LEVELS];     /* one per level database */
+    unsigned char ft[4];            /* field, trigram */
+    struct ix_seg *seg;             /* this cursor's copy of the segments, by lo */
+    size_t nseg, first;             /* segments before first are exhausted */
+    size_t bseg;                    /* segment of the decoded block, or SIZE_MAX */
+    struct ix_ent ent[IX_BLOCK_MAX_ENTRIES];
     size_t n, pos;                  /* decoded block, next position */
-    bool loaded, end;
+    uint8_t mask;                   /* of the posting the last seek returned */
+    bool end;
 };
 
 /* field: enum mailtext_field (MT_BODY..MT_MSGID). Returns 0 or STORE_E*. */
@@ -27,6 +43,8 @@ int ix_cursor_open(MDB_txn *txn, const struct index_dbs *dbs, int field,
 /* Smallest msgnum >= target in the list: 1 with *out, 0 when none is left,
  * or STORE_ECORRUPT / STORE_EIO. Targets must not decrease between calls. */
 int ix_cursor_seek(struct ix_cursor *c, uint64_t target, uint64_t *out);
+/* Position mask (struct ix_ent) of the posting the last seek returned. */
+static inline uint8_t ix_cursor_mask(const struct ix_cursor *c) { return c->mask; }
 void ix_cursor_close(struct ix_cursor *c);
 
 /* The folded text a message was indexed from, field by field (enum
@@ -44,5 +62,8 @@ int ix_text_get(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
 
 /* Is msgnum indexed at all (false: the executor must scan it)? */
 bool ix_has_doc(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum);
+/* Does the index cover every message? False after a format migration or
+ * while `coffer reindex` runs: the executor must then scan instead. */
+bool ix_complete(MDB_txn *txn, const struct index_dbs *dbs);
 
 #endif

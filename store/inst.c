@@ -13,7 +13,7 @@
 
 const char *const store_db_names[DB__N] = {
     "meta", "users", "grants", "mboxes", "mboxid", "mmsg", "hash",
-    "msg", "blob", "info", "src", "fromln",
+    "msg", "blob", "info", "src", "fromln", "chunk", "cref",
 };
 
 MDB_txn *inst_cur_txn(struct inst *in)
@@ -32,10 +32,24 @@ const struct index_dbs *inst_index_dbs(struct inst *in)
     return in->have_index ? &in->idx : NULL;
 }
 
+#if STORE_HAVE_INDEX
+static void index_release_cb(void *ctx)
+{
+    inst_release_map(ctx);
+}
+#endif
+
 int inst_open_dbs(struct inst *in, MDB_txn *txn, bool create, const char **err)
 {
+    in->have_chunks = true;
     for (int i = 0; i < DB__N; i++) {
         int rc = mdb_dbi_open(txn, store_db_names[i], create ? MDB_CREATE : 0, &in->dbi[i]);
+        if (rc == MDB_NOTFOUND && i >= DB__N_V1) {
+            /* a schema 1 store opened read-only: it has version 1 records
+             * only (until a writer adds the databases: inst_chunk_dbs) */
+            in->have_chunks = false;
+            continue;
+        }
         if (rc) {
             if (rc == MDB_NOTFOUND) {
                 *err = store_seterr("instance '%s' lacks database '%s': "
@@ -55,6 +69,10 @@ int inst_open_dbs(struct inst *in, MDB_txn *txn, bool create, const char **err)
         return STORE_EIO;
     }
     in->have_index = true;
+    if (create) {
+        in->idx.release_map = index_release_cb;
+        in->idx.release_ctx = in;
+    }
 #endif
     return STORE_OK;
 }
@@ -141,7 +159,13 @@ static int inst_open2(const struct store_cfg *cfg, const char *id, bool writable
         int m = meta_get_u64(in, txn, "schema", &schema);
         if (!m && schema == 0 && create)
             m = meta_put_u64(in, txn, "schema", STORE_SCHEMA_VERSION);
-        else if (!m && !any_schema && schema != STORE_SCHEMA_VERSION) {
+        else if (!m && writable && !any_schema && schema >= STORE_SCHEMA_OLDEST &&
+                 schema < STORE_SCHEMA_VERSION)
+            /* older schemas are read as they are; the writable open just
+             * created the databases newer code writes to */
+            m = meta_put_u64(in, txn, "schema", STORE_SCHEMA_VERSION);
+        else if (!m && !any_schema &&
+                 (schema < STORE_SCHEMA_OLDEST || schema > STORE_SCHEMA_VERSION)) {
             *err = store_seterr("instance '%s' has store schema %llu, this Coffer uses %d: %s",
                                 id, (unsigned long long)schema, STORE_SCHEMA_VERSION,
                                 schema < STORE_SCHEMA_VERSION ? "run `coffer upgrade`"
@@ -221,6 +245,8 @@ int inst_rd_begin(struct inst *in)
         return STORE_OK;
     if (in->rd_active)
         inst_rd_end(in);
+    if (!in->have_chunks)
+        inst_chunk_dbs(in);   /* a schema 1 store: has a writer added them? */
     int rc = MDB_BAD_TXN;
     if (in->rd) {
         rc = mdb_txn_renew(in->rd);
@@ -291,6 +317,7 @@ void inst_release_map(struct inst *in)
     if (used > in->map_len)
         used = in->map_len;
     madvise(in->map_base, used, MADV_DONTNEED);
+    in->win_lo = in->win_hi = 0;     /* the pending read window went too */
 }
 
 /* ---- record codecs ---- */
@@ -349,14 +376,17 @@ int mmsg_rec_decode(const void *data, size_t len, uint32_t uid, struct msg_ref *
 int msg_rec_decode(const void *data, size_t len, struct msg_rec *m)
 {
     const unsigned char *b = data;
-    if (len < MSG_REC_HDR + 4 || b[0] != 1 || get_be32(b + len - 4) != crc32c(0, b, len - 4))
+    if (len < MSG_REC_HDR + 4 || (b[0] != 1 && b[0] != 2) ||
+        get_be32(b + len - 4) != crc32c(0, b, len - 4))
         return STORE_ECORRUPT;
+    m->version = b[0];
     memcpy(m->sha, b + 1, 32);
     m->refcount = get_be64(b + 33);
     m->raw_size = get_be64(b + 41);
     m->canon_size = get_be64(b + 49);
     m->nchunks = get_be32(b + 57);
-    if ((uint64_t)m->nchunks * MSG_CHUNK_ENT + MSG_REC_HDR + 4 != len)
+    if ((uint64_t)m->nchunks * (m->version == 1 ? MSG_CHUNK_ENT : MSG_CHUNK_ENT2) +
+            MSG_REC_HDR + 4 != len)
         return STORE_ECORRUPT;
     m->chunks = b + MSG_REC_HDR;
     return STORE_OK;
@@ -364,12 +394,14 @@ int msg_rec_decode(const void *data, size_t len, struct msg_rec *m)
 
 void msg_rec_chunk(const struct msg_rec *m, uint32_t i, struct msg_chunk *c)
 {
-    const unsigned char *p = m->chunks + (size_t)i * MSG_CHUNK_ENT;
+    const unsigned char *p =
+        m->chunks + (size_t)i * (m->version == 1 ? MSG_CHUNK_ENT : MSG_CHUNK_ENT2);
     c->raw_len = get_be32(p);
     c->canon_off = get_be64(p + 4);
     c->canon_len = get_be32(p + 12);
     c->prev_cr = p[16];
     c->stored_len = get_be32(p + 17);
+    c->chunk_id = m->version == 1 ? 0 : get_be64(p + MSG_CHUNK_ENT);
 }
 
 /* ---- mailboxes ---- */
@@ -533,7 +565,7 @@ static int get_msg_rec(struct inst *in, MDB_txn *txn, uint64_t msgnum, struct ms
  * traps to the hypervisor on virtual machines; profiled, that was most of
  * the FETCH CPU time (tests/bench/run.sh, docs/BENCHMARKS.md). cofferd
  * children are single-threaded, and each process creates its own. */
-static ZSTD_DCtx *read_dctx(void)
+ZSTD_DCtx *store_dctx(void)
 {
     static ZSTD_DCtx *dctx;
     if (!dctx)
@@ -589,14 +621,53 @@ static void drop_window(struct inst *in, const void *p, size_t n)
         a = lo;
     if (b > hi)
         b = hi;
-    if (a < b)
-        madvise((void *)a, b - a, MADV_DONTNEED);
+    /* Frames read one after the other mostly share a window (chunks are
+     * appended in id order): drop a window once reads have moved on, not
+     * after each ~8 KiB chunk (every drop costs the next frame faults). */
+    if (a >= in->win_lo && b <= in->win_hi)
+        return;
+    if (in->win_lo < in->win_hi)
+        madvise((void *)in->win_lo, in->win_hi - in->win_lo, MADV_DONTNEED);
+    in->win_lo = a;
+    in->win_hi = b;
+}
+
+/* A reader going idle (cofferd between commands): drop every env page
+ * this process has mapped. SELECT of a large folder walks its whole mmsg
+ * tree, and those pages would otherwise stay counted in the child's PSS
+ * for the life of the session. In a chroot (no /proc) the map is found
+ * from a record pointer of the open read txn. */
+void inst_release_pages(struct inst *in)
+{
+    if (in->wr)
+        return;
+    if (!in->map_base)
+        inst_release_map(in);      /* locates the map through /proc */
+    if (in->map_base == (void *)-1 && in->rd_active) {
+        MDB_val k = {6, (void *)"schema"}, d;
+        if (mdb_get(in->rd, in->dbi[DB_META], &k, &d) == 0)
+            locate_map_from(in, d.mv_data);
+    }
+    if (in->map_base != (void *)-1 && in->map_base)
+        inst_release_map(in);
 }
 
 /* Decompress chunk i of a message into in->scratch[0]. */
 static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
                       const struct msg_chunk *c)
 {
+    if (c->chunk_id) {
+        const void *fr = NULL;
+        size_t fl = 0;
+        int r = chunk_load(in, txn, c->chunk_id, c->raw_len, c->stored_len, &in->scratch[0], &fr,
+                           &fl);
+        /* content-defined chunks are ~8 KiB: drop every frame that has
+         * overflow pages of its own, or reading a big message would map
+         * it all */
+        if (fr && fl >= 4096)
+            drop_window(in, fr, fl);
+        return r;
+    }
     unsigned char key[12];
     put_be64(key, msgnum);
     put_be32(key + 8, i);
@@ -610,7 +681,7 @@ static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i
     buf_reset(b);
     if (v.mv_size != c->stored_len || buf_reserve(b, c->raw_len))
         return STORE_ECORRUPT;
-    ZSTD_DCtx *dctx = read_dctx();
+    ZSTD_DCtx *dctx = store_dctx();
     size_t n = dctx ? ZSTD_decompressDCtx(dctx, b->data, c->raw_len, v.mv_data, v.mv_size)
                     : ZSTD_decompress(b->data, c->raw_len, v.mv_data, v.mv_size);
     if (v.mv_size >= 16384)
@@ -657,9 +728,19 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
     if (len > m.canon_size - off)
         len = m.canon_size - off;
     uint64_t end = off + len;
-    /* Binary search would do for huge tables; 4096 chunks = 1 GiB, so a
-     * linear scan of the in-memory table is cheap next to decompression. */
-    for (uint32_t i = 0; i < m.nchunks && off < end; i++) {
+    /* Content-defined chunks are small (tens of thousands in a big
+     * message): find the first chunk ending after off by bisection. */
+    uint32_t lo = 0, hi = m.nchunks;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        struct msg_chunk c;
+        msg_rec_chunk(&m, mid, &c);
+        if (c.canon_off + c.canon_len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t i = lo; i < m.nchunks && off < end; i++) {
         struct msg_chunk c;
         msg_rec_chunk(&m, i, &c);
         uint64_t cs = c.canon_off, ce = c.canon_off + c.canon_len;
@@ -692,4 +773,17 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
         off = cs + e;
     }
     return STORE_OK;
+}
+
+static int discard_sink(void *ctx, const void *p, size_t n)
+{
+    (void)p;
+    *(uint64_t *)ctx += n;
+    return 0;
+}
+
+int inst_msg_check(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len)
+{
+    uint64_t got = 0;
+    return inst_msg_read(in, msgnum, off, len, discard_sink, &got);
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,12 +119,78 @@ static int sha_sink(void *ctx, const void *p, size_t n)
     return EVP_DigestUpdate(((struct shactx *)ctx)->md, p, n) == 1 ? 0 : STORE_EIO;
 }
 
+/* Every chunk: its reference record's CRC, refcount = references from
+ * chunk tables (counted per chunk id in crefs), frame decompresses (length
+ * + CRC32C) to octets whose SHA-256 is the record's key; every frame has
+ * exactly one reference record. */
+static void verify_chunks(struct vctx *v, MDB_txn *txn, uint32_t *crefs, uint64_t nids)
+{
+    struct inst *in = v->in;
+    if (!in->have_chunks)
+        return;
+    MDB_cursor *c;
+    MDB_val k, d;
+    struct buf raw;
+    buf_init(&raw, STORE_CHUNK);
+    uint64_t nchunks = 0;
+    unsigned char *seen = calloc(nids ? nids : 1, 1);
+    if (!seen) {
+        fault(v, "out of memory checking chunks");
+        return;
+    }
+    mdb_cursor_open(txn, in->dbi[DB_CREF], &c);
+    for (int rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        if (++nchunks % 200 == 0)
+            inst_release_map(in);
+        const unsigned char *key = k.mv_data;
+        struct cref cr;
+        if (k.mv_size != CHUNK_KEY || cref_decode(d.mv_data, d.mv_size, &cr)) {
+            fault(v, "chunk reference record %llu: bad key, CRC or format",
+                  (unsigned long long)nchunks);
+            continue;
+        }
+        if (cr.id == 0 || cr.id >= nids || seen[cr.id]++) {
+            fault(v, "chunk %llu: id out of range or named by two reference records",
+                  (unsigned long long)cr.id);
+            continue;
+        }
+        if (cr.refcount != crefs[cr.id])
+            fault(v, "chunk %llu: refcount %llu but %u chunk table references",
+                  (unsigned long long)cr.id, (unsigned long long)cr.refcount, crefs[cr.id]);
+        unsigned char sha[32];
+        if (chunk_load(in, txn, cr.id, cr.raw_len, cr.stored_len, &raw, NULL, NULL)) {
+            fault(v, "chunk %llu: frame missing, damaged or fails its CRC32C",
+                  (unsigned long long)cr.id);
+            continue;
+        }
+        SHA256(raw.data, raw.len, sha);
+        if (memcmp(sha, key, CHUNK_KEY))
+            fault(v, "chunk %llu: SHA-256 of the frame's octets is not its key",
+                  (unsigned long long)cr.id);
+    }
+    mdb_cursor_close(c);
+    buf_free(&raw);
+    for (uint64_t i = 1; i < nids; i++)
+        if (!seen[i] && crefs[i])
+            fault(v, "chunk %llu: named by %u chunk tables but has no reference record",
+                  (unsigned long long)i, crefs[i]);
+    free(seen);
+    MDB_stat st;
+    if (mdb_stat(txn, in->dbi[DB_CHUNK], &st) == 0 && st.ms_entries != nchunks)
+        fault(v, "%zu chunk frames stored but %llu chunk reference records", st.ms_entries,
+              (unsigned long long)nchunks);
+}
+
 static void verify_messages(struct vctx *v, MDB_txn *txn)
 {
     struct inst *in = v->in;
     MDB_cursor *c;
     MDB_val k, d;
-    uint64_t chunks = 0, nmsg = 0;
+    uint64_t chunks = 0, nmsg = 0, nids = 0;
+    uint32_t *crefs = NULL;
+    if (in->have_chunks && !meta_get_u64(in, txn, "next_chunk", &nids) &&
+        nids < (uint64_t)1 << 34 && !(crefs = calloc(nids ? nids : 1, sizeof *crefs)))
+        fault(v, "out of memory counting chunk references");
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     mdb_cursor_open(txn, in->dbi[DB_MSG], &c);
     for (int rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
@@ -139,7 +206,8 @@ static void verify_messages(struct vctx *v, MDB_txn *txn)
             fault(v, "message %llu: record fails its CRC32C", (unsigned long long)num);
             continue;
         }
-        chunks += m.nchunks;
+        if (m.version == 1)
+            chunks += m.nchunks;      /* frames in blob */
         uint32_t want = num < v->nmax ? v->refs[num] : 0;
         if (m.refcount != want)
             fault(v, "message %llu: refcount %llu but %u mailbox references",
@@ -154,6 +222,11 @@ static void verify_messages(struct vctx *v, MDB_txn *txn)
                       (unsigned long long)num, i);
             raw += ch.raw_len;
             canon += ch.canon_len;
+            if (ch.chunk_id && (!crefs || ch.chunk_id >= nids))
+                fault(v, "message %llu chunk %u: unknown chunk %llu", (unsigned long long)num,
+                      i, (unsigned long long)ch.chunk_id);
+            else if (ch.chunk_id)
+                crefs[ch.chunk_id]++;
         }
         struct shactx sc = {md};
         EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -191,6 +264,9 @@ static void verify_messages(struct vctx *v, MDB_txn *txn)
     }
     mdb_cursor_close(c);
     EVP_MD_CTX_free(md);
+    if (crefs)
+        verify_chunks(v, txn, crefs, nids);
+    free(crefs);
     MDB_stat st;
     if (mdb_stat(txn, in->dbi[DB_BLOB], &st) == 0 && st.ms_entries != chunks)
         fault(v, "%zu frames stored but message records name %llu", st.ms_entries,
@@ -418,13 +494,30 @@ int store_stats(struct inst *in, FILE *out)
         canon += m.canon_size;
         refs += m.refcount;
         refraw += m.raw_size * m.refcount;
-        for (uint32_t i = 0; i < m.nchunks; i++) {
+        for (uint32_t i = 0; i < m.nchunks && m.version == 1; i++) {
             struct msg_chunk ch;
             msg_rec_chunk(&m, i, &ch);
             stored += ch.stored_len;
         }
     }
     mdb_cursor_close(c);
+    /* version 2 messages: every chunk counts once, however many tables
+     * name it */
+    uint64_t nch = 0, chrefs = 0, chraw = 0, chrefraw = 0;
+    if (in->have_chunks && !mdb_cursor_open(txn, in->dbi[DB_CREF], &c)) {
+        for (int rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc;
+             rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+            struct cref cr;
+            if (cref_decode(d.mv_data, d.mv_size, &cr))
+                continue;
+            nch++;
+            chrefs += cr.refcount;
+            chraw += cr.raw_len;
+            chrefraw += (uint64_t)cr.raw_len * cr.refcount;
+            stored += cr.stored_len;
+        }
+        mdb_cursor_close(c);
+    }
     MDB_envinfo ei;
     MDB_stat es;
     mdb_env_info(in->env, &ei);
@@ -442,6 +535,11 @@ int store_stats(struct inst *in, FILE *out)
             (unsigned long long)stored, (unsigned long long)fsize);
     fprintf(out, "  dedup ratio: %.3f (raw of all copies / unique raw)\n",
             raw ? (double)refraw / (double)raw : 1.0);
+    fprintf(out, "  chunk dedup: %llu chunks, %llu references; %llu unique raw octets of "
+            "%llu referenced (saves %.1f%%)\n", (unsigned long long)nch,
+            (unsigned long long)chrefs, (unsigned long long)chraw,
+            (unsigned long long)chrefraw,
+            chrefraw ? 100.0 * (double)(chrefraw - chraw) / (double)chrefraw : 0.0);
     fprintf(out, "  compression ratio: %.3f (compressed / raw); disk/raw %.3f\n",
             raw ? (double)stored / (double)raw : 0.0, raw ? (double)fsize / (double)raw : 0.0);
     struct st_mb s = {in, out, NULL};
@@ -510,6 +608,13 @@ int store_reindex(struct inst *in, bool all, uint64_t *count, const char **err)
         return rc;
     }
     *count = n;
+#if STORE_HAVE_INDEX
+    /* the rebuilt index covers every message again (same commit) */
+    if (all && in->have_index && (rc = index_mark_complete(in->wr, &in->idx, err))) {
+        inst_wr_abort(in);
+        return rc;
+    }
+#endif
     return inst_wr_commit(in, err);
 }
 
@@ -536,8 +641,10 @@ int store_upgrade_inst(const struct store_cfg *cfg, const char *id, int *from, i
                             (unsigned long long)v, STORE_SCHEMA_VERSION);
         return STORE_EVERSION;
     }
-    /* Schema 0 -> 1: the databases are created by the writable open; only
-     * the version record is new. Later migrations go here, one step each. */
+    /* Schema 0 -> 1 and 1 -> 2: the databases (2: chunk, cref) are created
+     * by the writable open; only the version record is new. Version 1
+     * message records stay as they are: readers take both versions.
+     * Later migrations go here, one step each. */
     if (v < STORE_SCHEMA_VERSION)
         rc = meta_put_u64(in, in->wr, "schema", STORE_SCHEMA_VERSION);
     if (rc) {

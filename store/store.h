@@ -81,6 +81,10 @@ int inst_open(const struct store_cfg *cfg, const char *id, bool writable,
 void inst_close(struct inst *in);
 int inst_rd_begin(struct inst *in);   /* begin or renew the read txn */
 void inst_rd_end(struct inst *in);    /* reset it */
+/* Drop the pages of the env map from this process (they stay in the page
+ * cache): a reader between commands need not carry what the last command
+ * touched in its RSS/PSS. Pointers from the read API fault back in. */
+void inst_release_pages(struct inst *in);
 /* LMDB transaction id of the current snapshot: changes when anything was
  * committed (cofferd polls it to announce new mail). */
 uint64_t inst_snapshot_id(struct inst *in);
@@ -139,6 +143,11 @@ int inst_msg_info(struct inst *in, uint64_t msgnum, const void **data, size_t *l
  * calls) and returns non-zero to abort. Range is clipped to the message. */
 int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
                   int (*sink)(void *ctx, const void *p, size_t n), void *ctx);
+/* Decompress and check every frame inst_msg_read would need for the same
+ * range, producing nothing: STORE_OK when that read would succeed. Lets a
+ * server answer NO for a damaged message before a large literal starts
+ * (bounded memory: one frame at a time). */
+int inst_msg_check(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len);
 
 /* cofferd, before it forks: every lock.mdb under data_dir must be
  * writable by uid/gid. On failure *bad_path names the first that is not. */

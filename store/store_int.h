@@ -1,15 +1,21 @@
 /* store_int.h — store-internal definitions shared by the store sources only.
  *
  * Instance env databases (all keys big-endian so LMDB order = numeric order):
- *   meta    "schema" u32, "next_msgnum" u64, "next_mbox" u32, "next_uidv" u32
+ *   meta    "schema" u32, "next_msgnum" u64, "next_mbox" u32, "next_uidv" u32,
+ *           "next_chunk" u64
  *   users   canonical name -> user record (u8 flags, pw_hash\0, scram\0, crc)
  *   grants  reader \0 owner -> "" (reader may read owner's archive)
  *   mboxes  owner \0 name -> mbox record (fixed 36 octets incl. crc)
  *   mboxid  mbox_id -> owner \0 name (reverse map, for export/verify/stats)
  *   mmsg    (mbox_id, uid) -> msg_ref record (fixed 36 octets incl. crc)
  *   hash    SHA-256(raw) -> msgnum
- *   msg     msgnum -> message record (hash, refcount, sizes, chunk table, crc)
+ *   msg     msgnum -> message record (hash, refcount, sizes, chunk table, crc);
+ *           version 1 tables name frames in blob, version 2 in chunk
  *   blob    (msgnum, chunk) -> one zstd frame of <= STORE_CHUNK raw octets
+ *           (version 1 records only: stores written before schema 2)
+ *   chunk   chunk id -> u32 raw length, u32 crc32c(raw), zstd frame
+ *   cref    SHA-256(raw chunk) -> u64 chunk id, u64 refcount (references from
+ *           chunk tables), u32 raw length, u32 frame length, u32 crc32c
  *   info    msgnum -> u32 parser version, u32 crc32c, msginfo record
  *   src     (mbox_id, source key) -> uid (idempotent re-import)
  *   fromln  (mbox_id, uid) -> mbox From_ line + separator (byte-exact export)
@@ -24,7 +30,11 @@
 #include "store/index.h"
 #include "proto/buf.h"
 
-#define STORE_SCHEMA_VERSION 1
+/* Schema 2 added content-keyed chunks (chunk, cref). A schema 1 store is
+ * read as it is (version 1 records keep their blob frames); a writable
+ * open adds the two databases and records schema 2 (docs/ARCHITECTURE.md). */
+#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_OLDEST 1
 #define STORE_CHUNK (256u * 1024u)          /* raw octets per zstd frame */
 #define STORE_MSG_MAX (1024u * 1024u * 1024u) /* largest message we import */
 #define STORE_SRCKEY_MAX 400                /* longer source keys are hashed */
@@ -32,8 +42,9 @@
 
 enum {
     DB_META, DB_USERS, DB_GRANTS, DB_MBOXES, DB_MBOXID, DB_MMSG, DB_HASH,
-    DB_MSG, DB_BLOB, DB_INFO, DB_SRC, DB_FROMLN, DB__N
+    DB_MSG, DB_BLOB, DB_INFO, DB_SRC, DB_FROMLN, DB_CHUNK, DB_CREF, DB__N
 };
+#define DB__N_V1 DB_CHUNK   /* databases every schema 1 store has */
 extern const char *const store_db_names[DB__N];
 
 struct inst {
@@ -41,6 +52,7 @@ struct inst {
     MDB_dbi dbi[DB__N];
     struct index_dbs idx;
     bool have_index;
+    bool have_chunks;     /* chunk + cref exist (a schema 1 store read-only may lack them) */
     bool writable;
     MDB_txn *rd;          /* read txn (reset between commands) */
     bool rd_active;
@@ -51,6 +63,7 @@ struct inst {
     struct buf *scratch;  /* decompression scratch for inst_msg_read */
     void *map_base;       /* writer: the env map (found lazily), -1 unknown */
     size_t map_len;
+    uintptr_t win_lo, win_hi;   /* reader: map window read last, dropped when reads move on */
 };
 
 struct registry {
@@ -68,6 +81,10 @@ struct registry {
 #define MMSG_REC_LEN 36
 #define MSG_REC_HDR 65    /* ver u8, sha[32], refcount u64, raw u64, canon u64, nchunks u32 */
 #define MSG_CHUNK_ENT 21  /* raw_len u32, canon_off u64, canon_len u32, prev_cr u8, clen u32 */
+#define MSG_CHUNK_ENT2 29 /* version 2: the same + u64 chunk id */
+#define CHUNK_KEY 32      /* cref key: SHA-256 of the raw chunk */
+#define CHUNK_VAL_HDR 8   /* raw_len u32, crc32c(raw) u32, then the zstd frame */
+#define CREF_REC_LEN 28
 
 struct msg_chunk {
     uint32_t raw_len;
@@ -75,8 +92,10 @@ struct msg_chunk {
     uint32_t canon_len;
     uint8_t prev_cr;
     uint32_t stored_len;
+    uint64_t chunk_id;              /* version 2: key in chunk; 0: blob (msgnum, i) */
 };
 struct msg_rec {
+    uint8_t version;                /* 1: frames in blob, 2: content-keyed chunks */
     unsigned char sha[32];
     uint64_t refcount, raw_size, canon_size;
     uint32_t nchunks;
@@ -130,6 +149,43 @@ void mbox_rec_encode(unsigned char out[MBOX_REC_LEN], const struct mbox_rec *m);
 int mmsg_rec_decode(const void *data, size_t len, uint32_t uid, struct msg_ref *out);
 void mmsg_rec_encode(unsigned char out[MMSG_REC_LEN], const struct msg_ref *m);
 int inst_open_dbs(struct inst *in, MDB_txn *txn, bool create, const char **err);
+
+/* chunk.c: content-defined chunking and the content-keyed chunk store.
+ * Cut parameters: min, average (a power of two) and max raw octets. */
+struct cdc_params { size_t min, avg, max; };
+extern const struct cdc_params store_cdc;
+const struct cdc_params *store_cdc_params(void);   /* store_cdc or a benchmark override */
+/* Length of the next chunk of p[0..n): a content-defined cut (gear hash over
+ * the last 64 octets), at least c->min and at most c->max octets, or n. */
+size_t cdc_cut(const unsigned char *p, size_t n, const struct cdc_params *c);
+struct msginfo;
+/* Chunk boundaries of a message: *cuts gets increasing raw end offsets (the
+ * last is len): after the header (hdr_len, 0 = none), at the start and end
+ * of every leaf body of at least STORE_PART_CUT octets (canonical offsets
+ * from mi mapped back to raw ones; mi may be NULL), and content-defined
+ * cuts inside longer spans. Caller frees *cuts. */
+#define STORE_PART_CUT 4096
+int chunk_plan(const unsigned char *raw, size_t len, size_t hdr_len, const struct msginfo *mi,
+               const struct cdc_params *c, size_t **cuts, size_t *ncuts);
+/* Store raw[0..n) once (in in->wr): refcount + 1 if a chunk with its
+ * SHA-256 exists, else compress it and add it under the next chunk id.
+ * *id gets its chunk id, *stored the frame length. */
+int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, uint64_t *id,
+              uint32_t *stored, const char **err);
+/* Decompress chunk id into out (reset first), checking its length and
+ * CRC32C: STORE_ECORRUPT on any mismatch. frame and flen (may be NULL)
+ * get the stored frame (valid while txn lives). */
+int chunk_load(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len,
+               uint32_t stored_len, struct buf *out, const void **frame, size_t *flen);
+struct cref { uint64_t id, refcount; uint32_t raw_len, stored_len; };
+int cref_decode(const void *data, size_t len, struct cref *out);
+void cref_encode(unsigned char out[CREF_REC_LEN], const struct cref *c);
+/* Make the chunk databases usable in a reader that opened before a writer
+ * created them (schema 1 stores); STORE_ECORRUPT if they still do not exist. */
+int inst_chunk_dbs(struct inst *in);
+/* The process's reused zstd decompression context (inst.c). */
+struct ZSTD_DCtx_s;
+struct ZSTD_DCtx_s *store_dctx(void);
 
 /* write.c: derived data (msginfo + index) of one message, in in->wr */
 int store_derive(struct inst *in, uint64_t msgnum, const unsigned char *raw, size_t len,

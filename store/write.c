@@ -1,5 +1,5 @@
 /* write.c — the writer primitives: batches, mailboxes, adding a message
- * (hash, dedup, zstd frames + chunk table, msginfo, text index). */
+ * (hash, dedup, content-keyed chunks + chunk table, msginfo, text index). */
 #include "store/admin.h"
 #include "store/store_int.h"
 #include "proto/canon.h"
@@ -11,10 +11,26 @@
 #include <string.h>
 #include <time.h>
 #include <strings.h>
+#include <errno.h>
 #include <sys/mman.h>
-#include <zstd.h>
+#include <sys/statvfs.h>
 
-#define ZSTD_LEVEL 3
+/* LMDB reports a write cut short by a full file system as a bare EIO
+ * (mdb_page_flush: short pwrite); say what happened when the file system
+ * holding the env is (nearly) out of space. */
+static int disk_full_err(struct inst *in, int rc, const char *what, const char **err)
+{
+    struct statvfs vf;
+    if ((rc == EIO || rc == ENOSPC || rc == EDQUOT) && statvfs(in->dir, &vf) == 0 &&
+        (uint64_t)vf.f_bavail * vf.f_frsize < 16u * 1024u * 1024u) {
+        *err = store_seterr("%s: No space left on device: the file system holding %s is full "
+                            "(LMDB reported: %s); free some space and run the import again "
+                            "(the store is unchanged since the last commit)",
+                            what, in->dir, mdb_strerror(rc));
+        return STORE_EFULL;
+    }
+    return store_mdb_err(rc, what, err);
+}
 
 int inst_wr_begin(struct inst *in, const char **err)
 {
@@ -66,7 +82,7 @@ int inst_wr_commit(struct inst *in, const char **err)
     if (rc) {
         char what[128];
         snprintf(what, sizeof what, "commit to instance '%s'", in->id);
-        return store_mdb_err(rc, what, err);
+        return disk_full_err(in, rc, what, err);
     }
     return STORE_OK;
 }
@@ -210,64 +226,113 @@ static size_t header_chunk(const unsigned char *raw, size_t len)
     return 0;
 }
 
-/* Store a new unique message under msgnum: frames, chunk table, msginfo,
- * text index. */
+/* Derived data, step 1: the canonical form (into in->scratch[1], which the
+ * text index reads in step 2) and the msginfo record (version + CRC in
+ * front) into info. */
+static int derive_info(struct inst *in, const unsigned char *raw, size_t len, struct buf *info,
+                       const char **err)
+{
+    struct buf *canon = &in->scratch[1];
+    int pcr = 0;
+    buf_reset(canon);
+    if (canon_append(canon, raw, len, &pcr)) {
+        *err = "out of memory (canonical form)";
+        return STORE_EIO;
+    }
+    if (buf_append(info, "\0\0\0\0\0\0\0\0", 8) ||
+        msginfo_build(canon->data, canon->len, info, err)) {
+        if (!*err)
+            *err = "msginfo_build failed";
+        return STORE_EIO;
+    }
+    put_be32(info->data, MSGINFO_VERSION);
+    put_be32(info->data + 4, crc32c(0, info->data + 8, info->len - 8));
+    return STORE_OK;
+}
+
+/* Derived data, step 2: store the msginfo record and index the message. */
+static int derive_put(struct inst *in, uint64_t msgnum, const struct buf *info, const char **err)
+{
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v = {info->len, info->data};
+    int mrc = mdb_put(in->wr, in->dbi[DB_INFO], &k, &v, 0);
+    if (mrc)
+        return store_mdb_err(mrc, "store msginfo", err);
+#if STORE_HAVE_INDEX
+    /* COFFER_BENCH_NO_INDEX: benchmarks only (docs/BENCHMARKS.md measures
+     * the store without the text index); `coffer reindex` adds it later. */
+    static int no_index = -1;
+    if (no_index < 0)
+        no_index = getenv("COFFER_BENCH_NO_INDEX") != NULL;
+    if (in->have_index && !no_index) {
+        struct msginfo mi;
+        struct buf *canon = &in->scratch[1];
+        if (msginfo_open(&mi, info->data + 8, info->len - 8, err) ||
+            index_add_message(in->wr, &in->idx, msgnum, canon->data, canon->len, &mi, err))
+            return STORE_EIO;
+    }
+#endif
+    return STORE_OK;
+}
+
+/* Store a new unique message under msgnum: msginfo first (its part table
+ * places the chunk cuts), then content-keyed chunks and a version 2 chunk
+ * table, then the text index. */
 static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned char *sha,
                              const unsigned char *raw, size_t len, uint64_t *canon_size,
                              const char **err)
 {
-    size_t hlen = header_chunk(raw, len);
-    uint32_t nchunks = (hlen ? 1 : 0) +
-                       (uint32_t)((len - hlen + STORE_CHUNK - 1) / STORE_CHUNK);
-    size_t reclen = MSG_REC_HDR + (size_t)nchunks * MSG_CHUNK_ENT + 4;
-    struct buf rec, frame;
+    struct buf rec, info;
     buf_init(&rec, 0);
-    buf_init(&frame, 0);
-    int rc = STORE_OK, mrc = 0;
-    if (buf_reserve(&rec, reclen) || buf_reserve(&frame, ZSTD_compressBound(STORE_CHUNK))) {
+    buf_init(&info, 0);
+    size_t *cuts = NULL, ncuts = 0;
+    int rc, mrc = 0;
+    struct msginfo mi;
+    if ((rc = derive_info(in, raw, len, &info, err)))
+        goto out;
+    if (msginfo_open(&mi, info.data + 8, info.len - 8, err)) {
+        rc = STORE_EIO;
+        goto out;
+    }
+    rc = chunk_plan(raw, len, header_chunk(raw, len), &mi, store_cdc_params(), &cuts, &ncuts);
+    if (rc) {
+        *err = "cannot plan the chunks of a message (out of memory?)";
+        goto out;
+    }
+    size_t reclen = MSG_REC_HDR + ncuts * MSG_CHUNK_ENT2 + 4;
+    if (ncuts > UINT32_MAX || buf_reserve(&rec, reclen)) {
         *err = "out of memory";
         rc = STORE_EIO;
         goto out;
     }
     unsigned char *r = rec.data;
     memset(r, 0, reclen);   /* octets 61..64 of the header are reserved (zero) */
-    r[0] = 1;
+    r[0] = 2;
     memcpy(r + 1, sha, 32);
     put_be64(r + 33, 1);
     put_be64(r + 41, len);
-    put_be32(r + 57, nchunks);
+    put_be32(r + 57, (uint32_t)ncuts);
     uint64_t coff = 0;
     int pcr = 0;
-    static ZSTD_CCtx *cctx;
-    if (!cctx && !(cctx = ZSTD_createCCtx())) {
-        *err = "out of memory";
-        rc = STORE_EIO;
-        goto out;
-    }
-    for (uint32_t i = 0; i < nchunks; i++) {
-        size_t off = hlen && i > 0 ? hlen + (size_t)(i - 1) * STORE_CHUNK : (size_t)i * STORE_CHUNK;
-        size_t n = hlen && i == 0 ? hlen : (len - off < STORE_CHUNK ? len - off : STORE_CHUNK);
+    size_t off = 0;
+    for (size_t i = 0; i < ncuts; i++) {
+        size_t n = cuts[i] - off;
         int prev = pcr;
         uint64_t cl = canon_len(raw + off, n, &pcr);
-        size_t z = ZSTD_compressCCtx(cctx, frame.data, frame.cap, raw + off, n, ZSTD_LEVEL);
-        if (ZSTD_isError(z)) {
-            *err = store_seterr("zstd: %s", ZSTD_getErrorName(z));
-            rc = STORE_EIO;
+        unsigned char *e = r + MSG_REC_HDR + i * MSG_CHUNK_ENT2;
+        uint32_t z;
+        uint64_t id;
+        if ((rc = chunk_ref(in, raw + off, n, &id, &z, err)))
             goto out;
-        }
-        unsigned char key[12];
-        put_be64(key, msgnum);
-        put_be32(key + 8, i);
-        MDB_val k = {12, key}, v = {z, frame.data};
-        if ((mrc = mdb_put(in->wr, in->dbi[DB_BLOB], &k, &v, 0)))
-            goto out;
-        unsigned char *e = r + MSG_REC_HDR + (size_t)i * MSG_CHUNK_ENT;
+        put_be64(e + MSG_CHUNK_ENT, id);
         put_be32(e, (uint32_t)n);
         put_be64(e + 4, coff);
         put_be32(e + 12, (uint32_t)cl);
         e[16] = (unsigned char)prev;
-        put_be32(e + 17, (uint32_t)z);
+        put_be32(e + 17, z);
         coff += cl;
+        off = cuts[i];
     }
     put_be64(r + 49, coff);
     put_be32(r + reclen - 4, crc32c(0, r, reclen - 4));
@@ -282,62 +347,27 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         if ((mrc = mdb_put(in->wr, in->dbi[DB_HASH], &hk, &hv, MDB_NOOVERWRITE)))
             goto out;
     }
-    rc = store_derive(in, msgnum, raw, len, err);
+    rc = derive_put(in, msgnum, &info, err);
 out:
+    free(cuts);
     buf_free(&rec);
-    buf_free(&frame);
+    buf_free(&info);
     if (mrc)
         rc = store_mdb_err(mrc, "store message", err);
     return rc;
 }
 
 /* Derived data of one message: msginfo (+CRC, parser version) and the
- * text index postings. Used by import and reindex. */
+ * text index postings. Used by reindex. */
 int store_derive(struct inst *in, uint64_t msgnum, const unsigned char *raw, size_t len,
                  const char **err)
 {
-    struct buf *canon = &in->scratch[1], info;
-    int pcr = 0, rc = STORE_OK, mrc = 0;
-    buf_reset(canon);
+    struct buf info;
     buf_init(&info, 0);
-    if (canon_append(canon, raw, len, &pcr)) {
-        *err = "out of memory (canonical form)";
-        return STORE_EIO;
-    }
-    /* Version and CRC go in front of the msginfo bytes. */
-    if (buf_append(&info, "\0\0\0\0\0\0\0\0", 8) ||
-        msginfo_build(canon->data, canon->len, &info, err)) {
-        if (!*err)
-            *err = "msginfo_build failed";
-        rc = STORE_EIO;
-        goto out;
-    }
-    put_be32(info.data, MSGINFO_VERSION);
-    put_be32(info.data + 4, crc32c(0, info.data + 8, info.len - 8));
-    unsigned char key[8];
-    put_be64(key, msgnum);
-    MDB_val k = {8, key}, v = {info.len, info.data};
-    if ((mrc = mdb_put(in->wr, in->dbi[DB_INFO], &k, &v, 0)))
-        goto out;
-#if STORE_HAVE_INDEX
-    /* COFFER_BENCH_NO_INDEX: benchmarks only (docs/BENCHMARKS.md measures
-     * the store without the text index); `coffer reindex` adds it later. */
-    static int no_index = -1;
-    if (no_index < 0)
-        no_index = getenv("COFFER_BENCH_NO_INDEX") != NULL;
-    if (in->have_index && !no_index) {
-        struct msginfo mi;
-        if (msginfo_open(&mi, info.data + 8, info.len - 8, err) ||
-            index_add_message(in->wr, &in->idx, msgnum, canon->data, canon->len, &mi, err)) {
-            rc = STORE_EIO;
-            goto out;
-        }
-    }
-#endif
-out:
+    int rc = derive_info(in, raw, len, &info, err);
+    if (!rc)
+        rc = derive_put(in, msgnum, &info, err);
     buf_free(&info);
-    if (mrc)
-        rc = store_mdb_err(mrc, "store msginfo", err);
     return rc;
 }
 

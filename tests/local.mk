@@ -154,6 +154,9 @@ tests_bench_imapbench_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(ZLIB_CFLAGS)
 tests_bench_imapbench_LDADD = $(OPENSSL_LIBS) $(ZLIB_LIBS)
 EXTRA_DIST += tests/bench/run.sh
 
+# concurrent sessions and memory per idle session (DAEMON): docs/BENCHMARKS.md
+EXTRA_DIST += tests/bench/conns.py
+
 # ---- real clients (BUILD): mbsync and curl against cofferd vs coffer export ----
 TESTS += tests/integration/test_realclients.sh
 
@@ -176,4 +179,18 @@ noinst_PROGRAMS += tests/fuzz/fuzz_mime
 tests_fuzz_fuzz_mime_SOURCES = tests/fuzz/fuzz_mime.c
 tests_fuzz_fuzz_mime_LDFLAGS = $(FUZZ_LDFLAGS)
 tests_fuzz_fuzz_mime_LDADD = libcofferproto.a
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_sasl
+tests_fuzz_fuzz_sasl_SOURCES = tests/fuzz/fuzz_sasl.c tests/fuzz/harness_server.c tests/fuzz/harness_server.h
+tests_fuzz_fuzz_sasl_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_sasl_LDADD = $(SERVER_LIBS)
+endif
+
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz_session
+tests_fuzz_fuzz_session_SOURCES = tests/fuzz/fuzz_session.c tests/fuzz/harness_server.c tests/fuzz/harness_server.h
+tests_fuzz_fuzz_session_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_session_LDADD = $(SERVER_LIBS)
 endif

@@ -15,6 +15,11 @@
  *   -H N              hold N logged-in connections (COMPRESS, SELECT) idle
  *                     for -w seconds, printing "HELD" once they are all up
  * -k K runs K clients in parallel (forked) for -n and -b.
+ * -S ADDR binds every connection to source address ADDR (e.g. 127.0.0.7),
+ * so a load test can spread clients over addresses with per-IP caps on.
+ * -T EPOCH (with -b): log in now, start browsing at wall-clock time EPOCH
+ * (seconds since 1970) and browse -b seconds from then, so a load test can
+ * keep its login storm apart from the load.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -51,6 +56,8 @@ struct opts {
     double hold_wait; /* -w */
     int clients;      /* -k */
     unsigned seed;
+    const char *source; /* -S */
+    double start_at;    /* -T, CLOCK_REALTIME seconds */
 };
 
 struct conn {
@@ -346,6 +353,20 @@ static int conn_open(struct conn *c, const struct opts *o)
     if (getaddrinfo(o->host, o->port, &hints, &ai) != 0)
         return -1;
     c->fd = socket(ai->ai_family, ai->ai_socktype, 0);
+    if (c->fd >= 0 && o->source) {
+        struct addrinfo *sa;
+        struct addrinfo sh = {.ai_family = ai->ai_family, .ai_socktype = SOCK_STREAM};
+        if (getaddrinfo(o->source, NULL, &sh, &sa) != 0) {
+            freeaddrinfo(ai);
+            return -1;
+        }
+        int b = bind(c->fd, sa->ai_addr, sa->ai_addrlen);
+        freeaddrinfo(sa);
+        if (b < 0) {
+            freeaddrinfo(ai);
+            return -1;
+        }
+    }
     if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         freeaddrinfo(ai);
         return -1;
@@ -515,6 +536,17 @@ static void browse_worker(const struct opts *o, int idx, long *ok, long *err)
         (*err)++;
         return;
     }
+    if (o->start_at > 0) {
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        double wait = o->start_at - ((double)rt.tv_sec + (double)rt.tv_nsec / 1e9);
+        if (wait > 0) {
+            struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
+        end = now() + o->browse;
+    }
     char cmd[1024];
     while (now() < end) {
         struct result res = {{0}, 0, 0, 0, 0};
@@ -597,6 +629,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: imapbench [-t] [-z] -h HOST -p PORT -u USER -P PASS [-m MAILBOX]\n"
             "                 (-e CMD ... | -n N | -b SECONDS | -H N [-w SECONDS]) [-k CLIENTS]\n"
+            "                 [-S SOURCE-ADDRESS] [-T START-EPOCH]\n"
             "  -t TLS (implicit)  -z COMPRESS=DEFLATE after login\n");
 }
 
@@ -605,7 +638,7 @@ int main(int argc, char **argv)
     struct opts o = {.host = "127.0.0.1", .port = "143", .user = "test", .pass = "test",
                      .mailbox = "INBOX", .clients = 1, .hold_wait = 5, .seed = 1};
     int ch;
-    while ((ch = getopt(argc, argv, "tzh:p:u:P:m:e:n:b:H:w:k:s:")) != -1) {
+    while ((ch = getopt(argc, argv, "tzh:p:u:P:m:e:n:b:H:w:k:s:S:T:")) != -1) {
         switch (ch) {
         case 't': o.tls = true; break;
         case 'z': o.compress = true; break;
@@ -627,6 +660,8 @@ int main(int argc, char **argv)
         case 'w': o.hold_wait = atof(optarg); break;
         case 'k': o.clients = atoi(optarg); break;
         case 's': o.seed = (unsigned)atoi(optarg); break;
+        case 'S': o.source = optarg; break;
+        case 'T': o.start_at = atof(optarg); break;
         default: usage(); return 2;
         }
     }

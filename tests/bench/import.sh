@@ -38,7 +38,7 @@ rss_mib() { awk '{printf "%.0f", $2/1024}' "$W/$1.time"; }
 
 mbox=$W/bench-$COUNT.mbox
 [ -s "$mbox" ] || python3 "$GEN" --format mbox --count "$COUNT" --out "$mbox" --quiet
-raw=$(stat -c %s "$mbox")
+raw=$(stat -L -c %s "$mbox")
 pw=$W/pw; printf bench > "$pw"
 
 D=$W/data-noindex
@@ -79,7 +79,7 @@ if [ "$INDEX_COUNT" -gt 0 ]; then
     $COFFER --data-dir "$DI" instance add bench
     $COFFER --data-dir "$DI" user add bench/u --password-file "$pw"
     run import-index $PIN $COFFER --data-dir "$DI" import bench/u "$imbox"
-    idx="$INDEX_COUNT $(secs import-index) $(rss_mib import-index) $(du -sb "$DI" | cut -f1) $(stat -c %s "$imbox")"
+    idx="$INDEX_COUNT $(secs import-index) $(rss_mib import-index) $(du -sb "$DI" | cut -f1) $(stat -L -c %s "$imbox")"
 fi
 
 dv=""

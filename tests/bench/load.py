@@ -10,6 +10,21 @@ parent's VmRSS within 20 % + 1 MB).
     python3 tests/bench/load.py [SESSIONS [SECONDS [MESSAGES]]]
     (defaults: 500 sessions, 300 s, 2000 messages; the issue's figure)
 
+The clients come from LOAD_SOURCES source addresses (default 25:
+127.0.0.2 ... 127.0.0.26), one imapbench per address, with the per-IP cap
+at its default (20): the cap stays on and every address stays within it.
+Every 10 s the cofferd tree (parent + children) is sampled: summed VmRSS
+and PSS (/proc/PID/smaps_rollup; PSS divides shared pages among their
+users, so it is the tree's real footprint); first/last/max are reported.
+Logins are kept apart from the load: the imapbench processes start
+LOAD_RAMP seconds apart (default 2), every client logs in at once and then
+waits for a common start time (imapbench -T), after which all browse for
+SECONDS. (500 logins inside the load queue behind cofferd's password-check
+slots, auth_concurrency = one per core, for more than their 30 s wait and
+are refused with NO [UNAVAILABLE]: that is a login-storm test, not this
+one.) The sampler runs at nice -5 (root) so samples stay about 10 s apart
+on a saturated machine.
+
 Needs root, a build (COFFER_BUILDDIR, with tests/bench/imapbench) and
 ../shared/tools/gen-corpus. Prints one summary line per sample and a final
 RESULT line; exit 0 = pass, 1 = fail, 77 = cannot run here."""
@@ -28,6 +43,10 @@ from coffer_harness import CofferServer, require_root  # noqa: E402
 SESSIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 300
 COUNT = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
+NSRC = int(os.environ.get("LOAD_SOURCES") or 25)
+RAMP = float(os.environ.get("LOAD_RAMP") or 2)
+LOGIN_SLACK = float(os.environ.get("LOAD_LOGIN_SLACK") or 60)
+SAMPLE_S = 10
 SRC = os.environ.get("COFFER_SRCDIR") or os.path.join(HERE, "..", "..")
 SHARED = os.environ.get("COFFER_SHARED") or os.path.join(SRC, "..", "shared")
 BUILD = os.environ.get("COFFER_BUILDDIR") or "."
@@ -41,6 +60,17 @@ def rss_kb(pid, field="VmRSS:"):
         with open("/proc/%d/status" % pid) as f:
             for ln in f:
                 if ln.startswith(field):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for ln in f:
+                if ln.startswith("Pss:"):
                     return int(ln.split()[1])
     except OSError:
         pass
@@ -61,45 +91,82 @@ def main():
     subprocess.run([sys.executable, gen, "--format", "mbox", "--count", str(COUNT), "--seed", "3",
                     "--out", mbox, "--quiet"], check=True)
     os.chmod(mbox, 0o644)
-    cfg = {"max_connections": SESSIONS + 50, "max_connections_per_ip": SESSIONS + 50,
-           "idle_timeout": "30m"}
+    sources = ["127.0.0.%d" % (2 + i) for i in range(NSRC)]
+    per = [SESSIONS // NSRC + (1 if i < SESSIONS % NSRC else 0) for i in range(NSRC)]
+    cfg = {"max_connections": SESSIONS + 50, "idle_timeout": "30m"}
+    if max(per) > 20:   # the default per-IP cap
+        cfg["max_connections_per_ip"] = max(per)
     failures = []
     try:
         with CofferServer(instances={"load": {"users": {"u": "load-pw"},
                                               "imports": [("u", "INBOX", mbox)]}},
                           config=cfg) as s:
-            bench = subprocess.Popen([ib, "-t", "-h", "127.0.0.1", "-p", str(s.tls_port),
-                                      "-u", "load/u", "-P", "load-pw", "-m", "INBOX",
-                                      "-b", str(SECONDS), "-k", str(SESSIONS)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            print("load.py: %d sessions from %d source addresses (%s ... %s), %d-%d each, "
+                  "per-IP cap %s" % (SESSIONS, NSRC, sources[0], sources[-1], min(per), max(per),
+                                     cfg.get("max_connections_per_ip", "20 (default)")),
+                  flush=True)
+            benches = []
+            start_at = time.time() + RAMP * NSRC + LOGIN_SLACK
+            for i, (src, n) in enumerate(zip(sources, per)):
+                if n == 0:
+                    continue
+                if benches:
+                    time.sleep(RAMP)
+                benches.append(subprocess.Popen(
+                    [ib, "-t", "-h", "127.0.0.1", "-p", str(s.tls_port), "-S", src,
+                     "-s", str(1 + 1000 * i), "-u", "load/u", "-P", "load-pw", "-m", "INBOX",
+                     "-b", "%g" % SECONDS, "-T", "%.3f" % start_at, "-k", str(n)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, -5)
+            except OSError:
+                pass
+            kids = s.child_pids()
+            print("load.py: %d sessions connected before the start (logins: %d)" % (
+                len(kids), s.log().count(" login load/u")), flush=True)
+            time.sleep(max(0.0, start_at - time.time()))
+            kids = s.child_pids()
+            print("load.py: browsing starts with %d sessions (logins: %d)" % (
+                len(kids), s.log().count(" login load/u")), flush=True)
             samples = []
+            tree = []   # (t, tree VmRSS kB, tree PSS kB)
             t0 = time.monotonic()
-            while bench.poll() is None:
-                time.sleep(5)
+            while any(b.poll() is None for b in benches):
+                time.sleep(SAMPLE_S)
                 kids = s.child_pids()
                 rs = [rss_kb(p) for p in kids]
                 anon = [rss_kb(p, "RssAnon:") for p in kids]
                 mean = sum(rs) / len(rs) if rs else 0
                 amean = sum(anon) / len(anon) if anon else 0
+                prss = rss_kb(s.proc.pid)
                 samples.append((time.monotonic() - t0, len(kids), amean, max(anon or [0]),
-                                rss_kb(s.proc.pid), mean))
+                                prss, mean))
+                tree.append((samples[-1][0], prss + sum(rs),
+                             pss_kb(s.proc.pid) + sum(pss_kb(p) for p in kids)))
                 print("t=%5.0fs children=%4d child RssAnon mean %.0f kB max %d kB, parent "
-                      "VmRSS %d kB, child VmRSS mean %.0f kB" % samples[-1], flush=True)
+                      "VmRSS %d kB, child VmRSS mean %.0f kB" % samples[-1]
+                      + ", tree VmRSS %.1f MB PSS %.1f MB" % (tree[-1][1] / 1024, tree[-1][2] / 1024),
+                      flush=True)
                 if time.monotonic() - t0 > SECONDS + 600:
-                    bench.kill()
+                    for b in benches:
+                        b.kill()
                     failures.append("imapbench did not finish")
-            out, err = bench.communicate()
-            out = out.decode(errors="replace")
-            m = re.search(r"RESULT mode=browse .*ok=(\d+) errors=(\d+) rate=([\d.]+)", out)
-            if not m:
-                failures.append("no RESULT from imapbench: %s %s" % (out[-500:], err[-500:]))
-                ok = errs = 0
-                rate = 0.0
-            else:
-                ok, errs, rate = int(m.group(1)), int(m.group(2)), float(m.group(3))
+            ok = errs = 0
+            rate = 0.0
+            for b in benches:
+                out, err = b.communicate()
+                out = out.decode(errors="replace")
+                m = re.search(r"RESULT mode=browse .*ok=(\d+) errors=(\d+) rate=([\d.]+)", out)
+                if not m:
+                    failures.append("no RESULT from imapbench: %s %s" % (out[-500:], err[-500:]))
+                    continue
+                ok, errs, rate = ok + int(m.group(1)), errs + int(m.group(2)), rate + float(m.group(3))
             if errs:
                 failures.append("%d protocol errors" % errs)
-            crashed = len(re.findall(r"died of signal", s.log()))
+            log = s.log()
+            crashed = len(re.findall(r"died of signal", log))
+            peers = set(re.findall(r"conn (127\.0\.0\.\d+):\d+: connect", log))
+            print("load.py: connections came from %d distinct addresses" % len(peers))
             if crashed:
                 failures.append("%d children died of a signal" % crashed)
             # flatness: from the first sample with (nearly) every session up
@@ -118,8 +185,15 @@ def main():
                 failures.append("never had %d sessions up at once (max %d)" %
                                 (SESSIONS, max([x[1] for x in samples] or [0])))
                 flat = "n/a"
-            print("RESULT sessions=%d seconds=%g messages=%d ok=%d errors=%d rate=%.1f/s "
-                  "crashed=%d %s" % (SESSIONS, SECONDS, COUNT, ok, errs, rate, crashed, flat))
+            if tree:
+                up = ([x for x, y in zip(tree, samples) if y[1] >= SESSIONS * 0.95] or
+                      [x for x, y in zip(tree, samples) if y[1] > 0] or tree)
+                print("TREE (parent + children, every %d s while >= 95%% of the sessions were up): "
+                      "VmRSS first %.1f last %.1f max %.1f MB; PSS first %.1f last %.1f max %.1f MB" % (
+                          SAMPLE_S, up[0][1] / 1024, up[-1][1] / 1024, max(x[1] for x in up) / 1024,
+                          up[0][2] / 1024, up[-1][2] / 1024, max(x[2] for x in up) / 1024))
+            print("RESULT sessions=%d sources=%d seconds=%g messages=%d ok=%d errors=%d rate=%.1f/s "
+                  "crashed=%d %s" % (SESSIONS, NSRC, SECONDS, COUNT, ok, errs, rate, crashed, flat))
     finally:
         subprocess.run(["rm", "-rf", work])
     for f in failures:

@@ -116,8 +116,10 @@ def make_cert(directory, cn="localhost", name="cert"):
 
 
 class CofferServer:
-    def __init__(self, instances=None, config=None, start=True, host="127.0.0.1", env=None):
+    def __init__(self, instances=None, config=None, start=True, host="127.0.0.1", env=None,
+                 wrap=None):
         self.instances = instances or {}
+        self.wrap = list(wrap or [])   # command prefix for cofferd (must exec it, same pid)
         self.env = dict(env or {})
         self.extra_config = dict(config or {})
         self.host = host
@@ -256,7 +258,7 @@ class CofferServer:
         env.pop("NOTIFY_SOCKET", None)
         env.pop("LISTEN_FDS", None)
         env.update(self.env)
-        self.proc = subprocess.Popen([cofferd_path(), "-F", "-c", self.conf_path],
+        self.proc = subprocess.Popen(self.wrap + [cofferd_path(), "-F", "-c", self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=self._logf, env=env)
         deadline = time.time() + timeout

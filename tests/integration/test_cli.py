@@ -281,6 +281,9 @@ T.check('instance demo: OK' in out, 'verify: %r' % out)
 out, _ = C('stats', 'example')
 T.check('dedup ratio' in out and 'compression ratio' in out and 'user alice' in out,
         'stats: %r' % out)
+m = re.search(r'chunk dedup: (\d+) chunks, (\d+) references; (\d+) unique raw octets of (\d+)', out)
+T.check(m and 0 < int(m.group(1)) <= int(m.group(2)) and 0 < int(m.group(3)) <= int(m.group(4)),
+        'stats chunk dedup line: %r' % out)
 out, _ = C('upgrade')
 T.check('up to date' in out, 'upgrade: %r' % out)
 bk = os.path.join(TOP, 'backup')
@@ -313,4 +316,96 @@ if os.geteuid() == 0:
 p = T.coffer('--data-dir', DATA, 'verify', 'demo2', check_rc=False)
 T.check(p.returncode == 3 and b'demo2' in p.stdout, 'verify missed corruption: %d %r'
         % (p.returncode, p.stdout[-400:]))
+# ---- import UX: progress ETA for directories, --folder Users, full disk ----
+# On a terminal the progress line has a percentage and an ETA for directory
+# sources too (the files are counted first): the final line reads 100%.
+import pty  # noqa: E402
+ux = os.path.join(TOP, 'ux')
+os.makedirs(ux)
+md = os.path.join(ux, 'Maildir')
+for sub in ('cur', 'new', 'tmp', '.Sub/cur', '.Sub/new', '.Sub/tmp'):
+    os.makedirs(os.path.join(md, sub))
+for i in range(30):
+    write(os.path.join(md, 'new' if i % 2 else '.Sub/cur', '%d.M%d.host:2,S' % (1700000000 + i, i)),
+          b'Subject: ux %d\n\n' % i + b'x' * 5000 + b'\n')
+write(os.path.join(md, 'dovecot-uidlist'), b'3 V1 N31\n' + b'#' * 100000)   # not mail
+emls = os.path.join(ux, 'emls')
+os.makedirs(emls)
+for i in range(12):
+    write(os.path.join(emls, '%02d.eml' % i), b'Subject: e %d\n\n' % i + b'y' * 3000 + b'\n')
+for d in (ux, md, emls):
+    os.chmod(d, 0o755)
+for root, dirs, files in os.walk(ux):
+    for x in dirs:
+        os.chmod(os.path.join(root, x), 0o755)
+C('user', 'add', 'demo/ux', '--password-file', pw)
+
+
+def import_on_tty(*args):
+    master, slave = pty.openpty()
+    p = subprocess.Popen(T.COFFER.split() + ['--data-dir', DATA, 'import'] + list(args),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 65536)
+        except OSError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    out = p.stdout.read().decode(errors='replace')
+    p.wait(timeout=T.timeout(120))
+    os.close(master)
+    return p.returncode, out, b''.join(chunks).decode(errors='replace')
+
+
+for src, n in ((md, 30), (emls, 12)):
+    rc, out, tty = import_on_tty('demo/ux', '--folder', 'UX/%s' % os.path.basename(src), src)
+    T.check(rc == 0 and summary(out)[0] == n, 'tty import of %s: %r %r' % (src, out, tty))
+    last = tty.replace('\r\n', '\n').split('\r')[-1]
+    T.check(re.search(r'\] 100%% %d msgs .* ETA \d+m\d\ds' % n, last),
+            'progress of a directory import has no percentage/ETA: %r' % tty[-300:])
+# an explicit --folder inside the Users/ namespace is refused, clearly;
+# a source folder named Users is renamed with a warning (as before)
+for name in ('Users', 'users/bob', 'USERS/x/y'):
+    _, err = C('import', 'demo/ux', '--folder', name, os.path.join(emls, '00.eml'), rc=1)
+    T.check('Users/' in err and 'namespace' in err and 'Users-imported' in err,
+            '--folder %s: %r' % (name, err))
+out, _ = C('stats', 'demo')
+T.check(not re.search(r'^\s+users(/|\s)', out, re.I | re.M), 'a Users folder was created: %r' % out)
+mu = os.path.join(ux, 'Maildir2')
+for sub in ('cur', 'new', 'tmp', '.Users.bob/cur', '.Users.bob/new', '.Users.bob/tmp'):
+    os.makedirs(os.path.join(mu, sub))
+write(os.path.join(mu, '.Users.bob/cur', '1.M1.h:2,S'), b'Subject: u\n\nu\n')
+for root, dirs, files in os.walk(mu):
+    os.chmod(root, 0o755)
+out, err = C('import', 'demo/ux', mu)
+T.check(summary(out)[0] == 1 and "renamed to 'Users-imported/bob'" in err, 'Users maildir: %r' % err)
+# a full file system: a clear "No space left on device", never a bare EIO,
+# and the store stays consistent (root only: needs a small tmpfs)
+mnt = os.path.join(TOP, 'tiny-fs')
+os.makedirs(mnt)
+if os.geteuid() == 0 and subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt],
+                                        stderr=subprocess.DEVNULL).returncode == 0:
+    try:
+        if T._coffer_ids():
+            os.chown(mnt, *T._coffer_ids())
+        fd = os.path.join(mnt, 'data')
+        C('instance', 'add', 'full', data=fd)
+        C('user', 'add', 'full/u', '--password-file', pw, data=fd)
+        big = os.path.join(ux, 'big.eml')
+        import base64  # noqa: E402
+        write(big, b'Subject: big\n\n' + base64.encodebytes(os.urandom(4 * 1024 * 1024)))
+        out, err = C('import', 'full/u', big, data=fd, rc=1)
+        T.check('No space left on device' in err and 'is full' in err, 'disk full: %r' % err)
+        T.check('stopped by the error' in out, 'disk full summary: %r' % out)
+        out, _ = C('verify', 'full', data=fd)
+        T.check('instance full: OK' in out, 'verify after disk full: %r' % out)
+    finally:
+        subprocess.run(['umount', '-l', mnt])
+else:
+    T.log('SKIP-PART: full disk (needs root and a tmpfs mount)')
+
 T.log('ok: %d corpus messages, %d generated, all round trips byte-exact' % (total, count))

@@ -360,6 +360,79 @@ def test_log_lines():
         assert re.search(r"login jdcorp/jon\.doe mech=\S+ tls=TLSv1\.[23] \S+", log), log
         assert re.search(r"disconnect in=\d+ out=\d+ commands=\d+ duration=", log), log
         assert re.search(r"auth failure from 127\.0\.0\.12", log), log
+        # exactly one line for the end of each connection, naming the user
+        # when there was a login
+        ends11 = re.findall(r"conn 127\.0\.0\.11:\d+: ((?:disconnect|logout)\b.*)", log)
+        ends12 = re.findall(r"conn 127\.0\.0\.12:\d+: ((?:disconnect|logout)\b.*)", log)
+        assert len(ends11) == 1 and len(ends12) == 1, log
+        assert re.search(r"^disconnect in=[1-9]\d* out=[1-9]\d* commands=2 duration=[\d.]+s "
+                         r"user=jdcorp/jon\.doe$", ends11[0]), ends11
+        assert "user=" not in ends12[0], ends12
+
+
+# Runs cofferd in a private mount namespace whose /dev is a tmpfs holding
+# the few devices it needs plus /dev/log bound to the test's socket: the
+# host's /dev is never touched.
+SYSLOG_WRAP = r"""
+set -e
+d=$1; shift
+mkdir -p "$d/olddev"
+mount --bind /dev "$d/olddev"
+mount -t tmpfs -o mode=755 devtmp /dev
+for n in null zero random urandom full; do
+    touch "/dev/$n"; mount --bind "$d/olddev/$n" "/dev/$n"
+done
+touch /dev/log
+mount --bind "$d/log.sock" /dev/log
+exec "$@"
+"""
+
+
+def test_log_syslog():
+    if subprocess.run(["unshare", "-m", "true"], stderr=subprocess.DEVNULL).returncode != 0:
+        print("SKIP: cannot create a mount namespace")
+        return
+    d = tempfile.mkdtemp(prefix="coffer-syslog-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(d, "log.sock"))
+    os.chmod(os.path.join(d, "log.sock"), 0o666)
+    sock.settimeout(0.2)
+    got = []
+
+    def drain(want, timeout=10):
+        deadline = time.time() + timeout * TIMEOUT_SCALE
+        while time.time() < deadline and not all(any(re.search(w, m) for m in got)
+                                                 for w in want):
+            try:
+                got.append(sock.recv(65536).decode(errors="replace"))
+            except socket.timeout:
+                pass
+        return got
+
+    try:
+        wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", SYSLOG_WRAP, "sh", d]
+        with CofferServer(instances=INSTANCES, config={"log": "syslog"}, wrap=wrap) as s:
+            pid = s.proc.pid
+            c = login_raw(s, source="127.0.0.21")
+            c.send("z LOGOUT\r\n")
+            expect_closed(c)
+            # <22> is LOG_MAIL|LOG_INFO; the parent and the child log with
+            # their own pids, the ident is cofferd
+            want = [r"^<22>.*cofferd\[%d\]: ready: " % pid,
+                    r"^<22>.*cofferd\[\d+\]: conn 127\.0\.0\.21:\d+: connect tls$",
+                    r"^<22>.*cofferd\[\d+\]: conn 127\.0\.0\.21:\d+: login jdcorp/jon\.doe ",
+                    r"^<22>.*cofferd\[\d+\]: conn 127\.0\.0\.21:\d+: disconnect .*"
+                    r"user=jdcorp/jon\.doe$"]
+            msgs = drain(want)
+            for w in want:
+                assert any(re.search(w, m) for m in msgs), (w, msgs)
+            ends = [m for m in msgs if re.search(r"127\.0\.0\.21:\d+: (disconnect|logout)", m)]
+            assert len(ends) == 1, msgs
+            # syslog only: nothing of it on stderr
+            assert "connect tls" not in s.log() and "login jdcorp" not in s.log(), s.log()
+    finally:
+        sock.close()
+        subprocess.run(["rm", "-rf", d])
 
 
 def test_inetd_mode():

@@ -235,6 +235,21 @@ def flip_in_file(path, marker, replacement):
     return len(hits)
 
 
+def damage_frames(path):
+    """Flip octets 40-45 of every zstd frame (by its magic) in an env file;
+    returns how many frames were hit."""
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        frames = [m.start() for m in re.finditer(re.escape(b"\x28\xb5\x2f\xfd"), data)]
+        for fr in frames:
+            for k in range(40, 46):
+                if fr + k < len(data):
+                    data[fr + k] ^= 0x5a
+        f.seek(0)
+        f.write(data)
+    return len(frames)
+
+
 def test_corrupted_record_in_instance_copy():
     tmp = tempfile.mkdtemp(prefix="coffer-corrupt-")
     os.chmod(tmp, 0o755)
@@ -283,15 +298,7 @@ def test_corrupted_record_in_instance_copy():
             s.stop()
             s.coffer("restore", bk, "damaged2")
             env2 = os.path.join(s.data_dir, "instances", "damaged2", "data.mdb")
-            with open(env2, "r+b") as f:
-                data = bytearray(f.read())
-                frames = [m.start() for m in re.finditer(re.escape(b"\x28\xb5\x2f\xfd"), data)]
-                assert frames, "no zstd frame found in data.mdb"
-                for fr in frames:
-                    for k in range(40, 46):
-                        data[fr + k] ^= 0x5a
-                f.seek(0)
-                f.write(data)
+            assert damage_frames(env2) > 0, "no zstd frame found in data.mdb"
             s._chown_data()
             s.start()
             for i in range(1, 7):
@@ -334,6 +341,80 @@ def test_corrupted_record_in_instance_copy():
     finally:
         subprocess.run(["rm", "-rf", tmp])
 
+
+
+def big_mbox(d, name, size):
+    """One small message, then one whose body is over `size` octets of
+    varied text (it spans many frames), then a small one."""
+    r = random.Random(7)
+    words = ["w%d" % i for i in range(5000)]
+    p = os.path.join(d, name)
+    with open(p, "wb") as f:
+        for i, n in ((1, 200), (2, size), (3, 200)):
+            body, got = [], 0
+            while got < n:
+                ln = " ".join(r.choice(words) for _ in range(12))
+                body.append(ln)
+                got += len(ln) + 1
+            f.write(("From x@example.org Mon Jan  6 10:00:00 2025\n"
+                     "From: Sender <x@example.org>\nTo: jon@example.org\n"
+                     "Subject: big %d\nDate: Mon, 6 Jan 2025 10:0%d:00 +0100\n"
+                     "Message-ID: <big-%d@example.org>\n\n%s\n\n"
+                     % (i, i, i, "\n".join(body))).encode())
+    os.chmod(p, 0o644)
+    return p
+
+
+def test_damaged_frame_in_large_response():
+    """A FETCH response over 4 MiB (streamed, not built in memory) whose
+    frames are damaged: a tagged NO for that message, no literal started,
+    and the connection carries on (issue 6: it used to be cut mid-literal)."""
+    tmp = tempfile.mkdtemp(prefix="coffer-bigcorrupt-")
+    os.chmod(tmp, 0o755)
+    inst = {"alpha": {"users": {"jon": "a-pw"},
+                      "imports": [("jon", "INBOX", big_mbox(tmp, "big.mbox", 5 << 20))]}}
+    try:
+        with CofferServer(instances=inst, start=False) as s:
+            os.chown(tmp, s.uid, s.gid)
+            bk = os.path.join(tmp, "backup")
+            s.coffer("backup", "alpha", bk)
+            s.coffer("restore", bk, "damaged")
+            env = os.path.join(s.data_dir, "instances", "damaged", "data.mdb")
+            assert damage_frames(env) > 3, "too few zstd frames in data.mdb"
+            s._chown_data()
+            s.start()
+            # the undamaged original: message 2 is served whole, over 5 MiB
+            c = RawReader(s.connect(tls=True, timeout=30))
+            c.line()
+            assert c.tagged("l", 'LOGIN "alpha/jon" "a-pw"')[-1].startswith("l OK")
+            assert c.tagged("s", "SELECT INBOX")[-1].startswith("s OK")
+            res = c.tagged("f", "FETCH 2 (UID RFC822.SIZE BODY.PEEK[])")
+            got = [x for x in res if isinstance(x, tuple)]
+            assert res[-1].startswith("f OK") and len(got) == 1, res[-1]
+            assert got[0][3] > (5 << 20) and len(got[0][4]) == got[0][3], got[0][3]
+            c.s.close()
+            c = RawReader(s.connect(tls=True, timeout=30))
+            c.line()
+            assert c.tagged("l", 'LOGIN "damaged/jon" "a-pw"')[-1].startswith("l OK")
+            assert c.tagged("s", "SELECT INBOX")[-1].startswith("s OK")
+            for tag, line in (("a", "FETCH 2 (UID RFC822.SIZE BODY.PEEK[])"),
+                              ("b", "FETCH 2 (BODY.PEEK[TEXT])"),
+                              ("c", "FETCH 1:3 (UID RFC822.SIZE BODY.PEEK[])"),
+                              ("d", "FETCH 2 (BINARY.PEEK[1])")):
+                res = c.tagged(tag, line)
+                assert res[-1].startswith(tag + " NO"), (line, res[-1])
+                assert not any(isinstance(x, tuple) or " FETCH " in x for x in res), (line, res)
+                assert not any("BYE" in x for x in res if isinstance(x, str)), res
+            # the session carries on, and what is intact is still served
+            res = c.tagged("e", "FETCH 1:3 (UID RFC822.SIZE ENVELOPE)")
+            assert res[-1].startswith("e OK") and len(res) == 4, res
+            assert c.tagged("n", "NOOP")[-1].startswith("n OK")
+            c.s.close()
+            time.sleep(0.3)
+            assert "read failed" in s.log(), s.log()[-2000:]
+            assert "died of signal" not in s.log()
+    finally:
+        subprocess.run(["rm", "-rf", tmp])
 
 # ---------------------------------------------------------------------------
 

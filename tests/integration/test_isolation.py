@@ -14,7 +14,8 @@ which exist and are readable by the coffer user, must be refused with
 EACCES by Landlock (inside the chroot the path exists, so this is not a
 missing file or a skipped attempt); a host path is refused by the chroot
 (ENOENT), and the same hook opening alpha's own data.mdb succeeds, which
-proves the hook really attempts the open."""
+proves the hook really attempts the open. Writing is refused even for the
+own instance's data.mdb: only LMDB lock files are writable."""
 
 import base64
 import os
@@ -345,6 +346,25 @@ def test_confinement_refuses_other_instance_files():
     assert res in ("No such file or directory", "Permission denied"), res
     res, _, _ = hook_result("/instances/BETA/data.mdb")
     assert res in ("No such file or directory", "Permission denied"), res
+
+
+def test_confinement_store_read_only():
+    """Landlock from before the first client byte lets a child write only
+    the LMDB lock files: its own instance's data.mdb cannot be opened for
+    writing (a compromised child cannot corrupt the archive), while
+    lock.mdb can (LMDB readers need their reader slot: the control)."""
+    if os.environ.get("COFFER_TEST_HOOKS") != "yes":
+        print("  SKIP-PART: cofferd built without --enable-test-hooks: confinement hook not run")
+        return
+    res, log, _ = hook_result("w:/instances/alpha/lock.mdb")
+    assert res == "SUCCEEDED", res
+    if "Landlock available" not in log:
+        print("  SKIP-PART: no Landlock on this kernel")
+        return
+    for target in ("w:/instances/alpha/data.mdb", "w:/registry/data.mdb",
+                   "w:/instances/beta/data.mdb", "w:/instances/beta/lock.mdb"):
+        res, _, _ = hook_result(target)
+        assert res == "Permission denied", (target, res)
 
 
 if __name__ == "__main__":

@@ -316,6 +316,144 @@ def test_list_extended():
     assert re.search(r"audit: jdcorp/boss opened carol's archive", s.log()), s.log()[-2000:]
 
 
+def _list_view(lines):
+    """{name: (subscribed, childinfo)} from LIST responses."""
+    out = {}
+    for ln in lines:
+        m = re.match(rb'\* LIST \(([^)]*)\) "/" ("(?:[^"\\]|\\.)*"|\S+)(.*)$', ln)
+        if not m:
+            continue
+        name = m.group(2).strip(b'"')
+        out[name] = (b"\\subscribed" in m.group(1).lower(),
+                     # the tag is an astring: Dovecot sends it as an atom
+                     re.search(rb'\(\s*"?CHILDINFO"?\s+\(\s*"SUBSCRIBED"\s*\)\s*\)',
+                               m.group(3), re.I) is not None)
+    return out
+
+
+CHILDINFO_CASES = [('"" "%"'), ('"" "*"'), ('"Archive/" "%"'), ('"" "Users/%"')]
+
+
+def _dovecot_childinfo(shared):
+    """The same folders and subscriptions in a private Dovecot; returns
+    {case: view}, or None when Dovecot or the tools are missing."""
+    import shutil
+    import subprocess
+    tool = os.path.join(shared, "tools", "imap-test-servers")
+    if not (os.access(tool, os.X_OK) and shutil.which("dovecot")):
+        return None
+    import socket as _s
+    ports = []
+    for _ in range(2):
+        k = _s.socket()
+        k.bind(("127.0.0.1", 0))
+        ports.append(k.getsockname()[1])
+        k.close()
+    name = "childinfo%d" % os.getpid()
+    subprocess.run([tool, "dovecot-start", name, str(ports[0]), str(ports[1])], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    try:
+        m = imaplib.IMAP4("127.0.0.1", ports[0])
+        m.login("test", "test")
+        for f in ("Archive/2024", "Entw&APw-rfe", "Unread", "Users/bob/INBOX"):
+            assert m.create(f)[0] == "OK", f
+        for f in ("INBOX", "Archive/2024", "Entw&APw-rfe", "Unread", "Users/bob/INBOX"):
+            assert m.subscribe(f)[0] == "OK", f
+        res = {}
+        for case in CHILDINFO_CASES:
+            typ, data = m._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)",
+                                          *case.split(" "))
+            lines = [b"* LIST " + d for d in m.untagged_responses.pop("LIST", [])
+                     if isinstance(d, bytes)]
+            res[case] = _list_view(lines)
+        m.logout()
+        return res
+    finally:
+        subprocess.run([tool, "dovecot-stop", name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+
+
+def test_list_childinfo():
+    """RFC 5258 RECURSIVEMATCH: a mailbox whose subscribed descendants the
+    pattern does not reach is returned with CHILDINFO, even when it is not
+    subscribed itself (a \\Noselect parent); compared with Dovecot on the
+    same folders and subscriptions."""
+    s = server()
+    c = Raw(s)
+    c.login("jd/jon", "jon-pw")
+    ours = {}
+    for case in CHILDINFO_CASES:
+        r = c.cmd("LIST (SUBSCRIBED RECURSIVEMATCH) %s" % case)
+        assert tagged(r) == b"OK", r
+        ours[case] = _list_view(r)
+    top = ours['"" "%"']
+    assert top[b"INBOX"] == (True, False), top
+    assert top[b"Unread"] == (True, False), top
+    assert top[b"Archive"] == (False, True), top     # only Archive/2024 is subscribed
+    assert top[b"Users"] == (False, True), top       # Users/bob/INBOX: granted
+    assert not any(ci for _, ci in ours['"" "*"'].values()), ours['"" "*"']
+    assert ours['"Archive/" "%"'] == {b"Archive/2024": (True, False)}, ours
+    assert ours['"" "Users/%"'] == {b"Users/bob": (False, True)}, ours
+    # CHILDINFO only with RECURSIVEMATCH
+    r = c.cmd('LIST (SUBSCRIBED) "" "%"')
+    assert b"CHILDINFO" not in b"".join(r), r
+    r = c.cmd('LIST (RECURSIVEMATCH) "" "%"')
+    assert tagged(r) == b"BAD", r
+    c.close()
+    # an admin's view of other users is not subscribed: no Users branch
+    c = Raw(s)
+    c.login("jd/boss", "boss-pw")
+    r = c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    assert b'"Users"' not in b"".join(untagged(r, b"LIST")), r
+    c.close()
+    shared = os.environ.get("COFFER_SHARED") or os.path.join(SRCDIR, "..", "shared")
+    ref = _dovecot_childinfo(shared)
+    if ref is None:
+        print("note: Dovecot comparison skipped (no dovecot or ../shared/tools)")
+        return
+    for case in CHILDINFO_CASES:
+        assert ours[case] == ref[case], (case, ours[case], ref[case])
+
+
+def test_utf8_accept():
+    """RFC 6855: UTF8=ACCEPT is offered; after ENABLE UTF8=ACCEPT mailbox
+    names travel as UTF-8 (not modified UTF-7) both ways, and 8-bit header
+    octets are served as stored. (Dovecot 2.3 does not offer UTF8=ACCEPT,
+    so there is no reference to compare with.)"""
+    s = server()
+    c = Raw(s)
+    r = c.login("jd/jon", "jon-pw")
+    assert b"UTF8=ACCEPT" in r[-1], r
+    r = c.cmd('LIST "" "Entw*"')
+    assert untagged(r, b"LIST")[0].endswith(b'"Entw&APw-rfe"'), r
+    r = c.cmd("ENABLE UTF8=ACCEPT")
+    assert r[0] == b"* ENABLED UTF8=ACCEPT" and tagged(r) == b"OK", r
+    r = c.cmd("ENABLE UTF8=ACCEPT")
+    assert r[0] == b"* ENABLED", r                    # already on: nothing newly enabled
+    r = c.cmd('LIST "" "Entw*"')
+    assert untagged(r, b"LIST")[0].endswith('"Entwürfe"'.encode()), r
+    r = c.cmd('STATUS "Entwürfe" (MESSAGES)')
+    assert r[0] == '* STATUS "Entwürfe" (MESSAGES 1)'.encode(), r
+    r = c.cmd('SELECT "Entw&APw-rfe"')                 # now a literal name: no such folder
+    assert tagged(r) == b"NO", r
+    r = c.cmd('SELECT "Entwürfe"')
+    assert tagged(r) == b"OK" and b"* 1 EXISTS" in r, r
+    # a raw 8-bit Subject (scripts/sample/06-legacy-bare-lf.eml) as stored
+    r = c.cmd("SELECT INBOX")
+    assert tagged(r) == b"OK", r
+    r = c.cmd("UID SEARCH SUBJECT nightly")
+    uids = r[0].split()[2:]
+    assert len(uids) == 1, r
+    r = c.cmd("UID FETCH %s BODY.PEEK[HEADER.FIELDS (SUBJECT)]" % uids[0].decode())
+    want = "Subject: nightly report: 3 warnings, 0 errors (Größe ok)\r\n".encode("latin-1")
+    want_utf8 = "Subject: nightly report: 3 warnings, 0 errors (Größe ok)\r\n".encode()
+    with open(os.path.join(SAMPLE, "06-legacy-bare-lf.eml"), "rb") as f:
+        stored = [ln for ln in f.read().split(b"\n") if ln.startswith(b"Subject:")][0]
+    assert stored + b"\r\n" in (want, want_utf8), stored
+    assert (stored + b"\r\n\r\n") in r[0], r
+    c.close()
+
+
 def test_readonly_answers():
     s = server()
     c = Raw(s)
@@ -444,6 +582,49 @@ def test_search():
     assert not any(b"RECENT" in ln for ln in r), r
     assert any(ln.startswith(b'* LIST () "/" "INBOX"') for ln in r), r
     assert any(b"[CLOSED]" in ln for ln in r), r
+    c.close()
+
+
+def _mdb_rss_kib(pid):
+    """Resident KiB of the child's data.mdb mapping(s)."""
+    total, cur = 0, False
+    with open("/proc/%d/smaps" % pid) as f:
+        for ln in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", ln):
+                cur = ln.rstrip().endswith("/data.mdb")
+            elif cur and ln.startswith("Rss:"):
+                total += int(ln.split()[1])
+    return total
+
+
+def test_idle_session_drops_store_pages():
+    """A session that went quiet (and one in IDLE) keeps none of the
+    archive's pages mapped: the chrooted child finds the LMDB map without
+    /proc and drops it (pages stay in the page cache), so memory per idle
+    connection does not grow with the folder."""
+    s = server()
+    before = set(s.child_pids())
+    c = Raw(s)
+    c.login("jd/jon", "jon-pw")
+    r = c.cmd("SELECT INBOX")
+    assert tagged(r) == b"OK", r
+    r = c.cmd("FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE)")
+    assert tagged(r) == b"OK", r
+    pids = [p for p in s.child_pids() if p not in before]
+    assert len(pids) == 1, pids
+    pid = pids[0]
+    time.sleep(0.5)
+    assert _mdb_rss_kib(pid) == 0, _mdb_rss_kib(pid)
+    c.send("i IDLE\r\n")
+    assert c.line().startswith(b"+"), "no IDLE continuation"
+    time.sleep(0.3)
+    assert _mdb_rss_kib(pid) == 0, _mdb_rss_kib(pid)
+    c.send("DONE\r\n")
+    assert tagged(c.until("i")) == b"OK"
+    # the pages come back on demand: the same data is still served
+    r = c.cmd("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert tagged(r) == b"OK" and b"Subject:" in r[0], r
+    c.cmd("LOGOUT")
     c.close()
 
 

@@ -7,6 +7,7 @@ stateless ticket resumption across children, COMPRESS=DEFLATE."""
 import base64
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coffer_harness import CofferServer, LineClient, make_cert, require_root, run_tests  # noqa: E402
+from coffer_harness import (CofferServer, LineClient, TIMEOUT_SCALE, make_cert,  # noqa: E402
+                            require_root, run_tests)
 from imap_sasl import plain  # noqa: E402
 
 INSTANCES = {"jdcorp": {"aliases": ["jd"], "users": {"jon.doe": "s3cret"}}}
@@ -128,10 +130,11 @@ def test_protocols_and_ciphers_profile():
         # no_renegotiation alert.
         p = subprocess.Popen(["openssl", "s_client", "-msg"] + base + ["-tls1_2"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(0.5)
+        # renegotiate only after the greeting arrived (slow under valgrind)
+        time.sleep(0.5 * TIMEOUT_SCALE)
         p.stdin.write(b"R\n")
         p.stdin.flush()
-        time.sleep(1.0)
+        time.sleep(1.0 * TIMEOUT_SCALE)
         try:
             p.stdin.close()
         except BrokenPipeError:
@@ -180,6 +183,49 @@ def test_ticket_resumption_across_children():
                 assert rc == 0, out
                 rc, out = s_client(base + ["-sess_in", sess], b"a LOGOUT\r\n")
                 assert "Reused" in out, "%s: session not resumed:\n%s" % (ver, out)
+        finally:
+            subprocess.run(["rm", "-rf", d])
+
+
+def test_ticket_key_rotation():
+    """A ticket stays good while its key is current or previous (one
+    rotation: accepted); after a second
+    rotation it is refused and the client gets a full handshake. The test
+    hook SIGUSR1 makes the parent rotate now instead of every
+    tls_ticket_rotate."""
+    with server() as s:
+        d = tempfile.mkdtemp(prefix="coffer-sess-")
+
+        def rotate():
+            before = s.log().count("TLS ticket keys rotated")
+            os.kill(s.proc.pid, signal.SIGUSR1)
+            deadline = time.time() + 10
+            while s.log().count("TLS ticket keys rotated") < before + 1:
+                assert time.time() < deadline, "no rotation logged (built without test hooks?)"
+                time.sleep(0.05)
+
+        try:
+            for ver in ("-tls1_2", "-tls1_3"):
+                base = ["-connect", "127.0.0.1:%d" % s.tls_port, "-CAfile", s.cert, ver]
+                k1 = os.path.join(d, "k1" + ver)
+                k2 = os.path.join(d, "k2" + ver)
+                rc, out = s_client(base + ["-sess_out", k1], b"a NOOP\r\nb LOGOUT\r\n")
+                assert rc == 0, out
+                rc, out = s_client(base + ["-sess_in", k1], b"a NOOP\r\nb LOGOUT\r\n")
+                assert "Reused" in out, "%s: not resumed within the key's life:\n%s" % (ver, out)
+                rotate()
+                # previous key: still accepted
+                rc, out = s_client(base + ["-sess_in", k1], b"a NOOP\r\nb LOGOUT\r\n")
+                assert "Reused" in out, "%s: previous key refused:\n%s" % (ver, out)
+                rc, out = s_client(base + ["-sess_out", k2], b"a NOOP\r\nb LOGOUT\r\n")
+                assert rc == 0 and os.path.exists(k2), out
+                rotate()
+                rc, out = s_client(base + ["-sess_in", k1], b"a NOOP\r\nb LOGOUT\r\n")
+                assert rc == 0 and "Reused" not in out and "New," in out, \
+                    "%s: ticket of a retired key accepted:\n%s" % (ver, out)
+                assert "* OK" in out, out   # full handshake, session works
+                rc, out = s_client(base + ["-sess_in", k2], b"a NOOP\r\nb LOGOUT\r\n")
+                assert "Reused" in out, "%s: ticket of the previous key refused:\n%s" % (ver, out)
         finally:
             subprocess.run(["rm", "-rf", d])
 

@@ -115,6 +115,74 @@ START_TEST(t_cfg_errors_name_the_line)
 }
 END_TEST
 
+/* Every key takes a good value and refuses a bad one with an error that
+ * names it; numbers land in the right field with the right unit. */
+START_TEST(t_cfg_every_key)
+{
+    static const struct { const char *key, *good, *bad; } keys[] = {
+        { "data_dir", "/srv/c", "srv/c" },
+        { "listen", "127.0.0.1:143", "1.2.3.4:0" },
+        { "listen_tls", "[::1]:993", "[::1" },
+        { "tls_cert", "/c.pem", "" },
+        { "tls_key", "/k.pem", "" },
+        { "tls_protocols", "TLSv1.2 TLSv1.3", "SSLv3" },
+        { "tls_ciphers", "HIGH", "" },
+        { "tls_ciphersuites", "TLS_AES_128_GCM_SHA256", "" },
+        { "tls_groups", "X25519", "" },
+        { "tls_sni", "a.example /c /k", "a.example /c" },
+        { "hostname", "mail.example.org", "mail example" },
+        { "user", "coffer", "" },
+        { "group", "coffer", "" },
+        { "allow_plaintext_auth", "off", "sometimes" },
+        { "max_connections", "1000000", "1000001" },
+        { "max_connections_per_ip", "1", "0" },
+        { "log", "stderr", "journal" },
+        { "map_size", "1M", "1023K" },
+        { "default_timezone", "Europe/Paris", "" },
+        { "max_line", "16M", "17M" },
+        { "max_literal", "4G", "5G" },
+        { "max_nesting", "1000", "1001" },
+        { "command_timeout", "100ms", "99ms" },
+        { "idle_timeout", "24h", "25h" },
+        { "preauth_timeout", "1m", "soon" },
+        { "max_auth_failures", "100", "101" },
+        { "auth_concurrency", "1024", "1025" },
+        { "auth_failure_delay", "0", "61s" },
+        { "auth_penalty_max", "5m", "301s" },
+        { "auth_secret_file", "/s", "s" },
+        { "tls_ticket_rotate", "1m", "59s" },
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        struct cofferd_cfg c;
+        char err[512] = "", want[128];
+        cfg_defaults(&c);
+        ck_assert_msg(cfg_set(&c, keys[i].key, keys[i].good, err, sizeof err) == 0,
+                      "%s = %s: %s", keys[i].key, keys[i].good, err);
+        ck_assert_msg(cfg_set(&c, keys[i].key, keys[i].bad, err, sizeof err) == -1,
+                      "%s = %s accepted", keys[i].key, keys[i].bad);
+        snprintf(want, sizeof want, "for %s", keys[i].key);
+        ck_assert_msg(strstr(err, want) || strstr(err, "address") || strstr(err, keys[i].key),
+                      "%s: error '%s' does not name the key", keys[i].key, err);
+    }
+    struct cofferd_cfg c;
+    char err[256];
+    cfg_defaults(&c);
+    ck_assert_int_eq(cfg_set(&c, "tls_ticket_rotate", "2h", err, sizeof err), 0);
+    ck_assert_uint_eq(c.tls_ticket_rotate_s, 7200);
+    ck_assert_int_eq(cfg_set(&c, "auth_penalty_max", "90s", err, sizeof err), 0);
+    ck_assert_int_eq(c.auth_penalty_max_ms, 90000);
+    ck_assert_int_eq(cfg_set(&c, "max_literal", "3K", err, sizeof err), 0);
+    ck_assert_uint_eq(c.max_literal, 3072);
+    ck_assert_int_eq(cfg_set(&c, "max_nesting", "7", err, sizeof err), 0);
+    ck_assert_uint_eq(c.max_nesting, 7);
+    ck_assert_int_eq(cfg_set(&c, "allow_plaintext_auth", "on", err, sizeof err), 0);
+    ck_assert(c.allow_plaintext_auth);
+    ck_assert_int_eq(cfg_set(&c, "hostname", "mx.example", err, sizeof err), 0);
+    ck_assert_int_eq(cfg_set(&c, "hostname", "a\"b", err, sizeof err), -1);
+    ck_assert_str_eq(c.hostname, "mx.example");
+}
+END_TEST
+
 START_TEST(t_cfg_missing_file)
 {
     struct cofferd_cfg c;
@@ -385,6 +453,7 @@ static Suite *suite(void)
     tcase_add_test(tc, t_cfg_good);
     tcase_add_test(tc, t_cfg_errors_name_the_line);
     tcase_add_test(tc, t_cfg_missing_file);
+    tcase_add_test(tc, t_cfg_every_key);
     suite_add_tcase(s, tc);
     tc = tcase_create("conn");
     tcase_set_timeout(tc, 20);

@@ -12,6 +12,7 @@
 #include "proto/unicase.h"
 #include "store/index.h"
 #include "store/index_read.h"
+#include "store/index_int.h"
 
 static MDB_env *env;
 static char dir[] = "/tmp/coffer-index-test-XXXXXX";
@@ -94,6 +95,65 @@ static bool has(MDB_txn *t, int field, const char *tri, uint64_t msgnum)
     return r == 1 && v == msgnum;
 }
 
+
+/* Posting blocks over every level database. */
+static size_t post_entries(MDB_txn *t, size_t *leaf_pages)
+{
+    size_t e = 0, lp = 0;
+    for (unsigned l = 0; l < IX_LEVELS; l++) {
+        MDB_stat st;
+        ck_assert_int_eq(mdb_stat(t, dbs.dbi[DBI_L0 + l], &st), 0);
+        e += st.ms_entries;
+        lp += st.ms_leaf_pages;
+    }
+    if (leaf_pages)
+        *leaf_pages = lp;
+    return e;
+}
+
+/* Segments per level. */
+static void seg_levels(MDB_txn *t, size_t count[IX_LEVELS])
+{
+    struct ix_seg *s;
+    size_t n;
+    ck_assert_int_eq(ixs_load(t, &dbs, &s, &n), 0);
+    memset(count, 0, IX_LEVELS * sizeof *count);
+    for (size_t i = 0; i < n; i++)
+        count[s[i].level]++;
+    free(s);
+}
+
+/* The first posting block of (field, trigram) in any segment: its level
+ * database and key (copied into key[IX_KEYLEN]). */
+static MDB_dbi find_block(MDB_txn *t, int field, const char *tri, unsigned char *key)
+{
+    for (unsigned l = 0; l < IX_LEVELS; l++) {
+        MDB_cursor *c;
+        MDB_val k, v;
+        ck_assert_int_eq(mdb_cursor_open(t, dbs.dbi[DBI_L0 + l], &c), 0);
+        for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            const unsigned char *kp = k.mv_data;
+            if (kp[4] == field && memcmp(kp + 5, tri, 3) == 0) {
+                memcpy(key, kp, IX_KEYLEN);
+                mdb_cursor_close(c);
+                return dbs.dbi[DBI_L0 + l];
+            }
+        }
+        mdb_cursor_close(c);
+    }
+    ck_abort_msg("no block for %s", tri);
+    return 0;
+}
+
+static uint64_t get_be64u(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 static char msgbuf[512];
 static const char *mkmsg(unsigned i, const char *extra)
 {
@@ -121,9 +181,9 @@ START_TEST(test_many_blocks)
     for (size_t i = 0; i < n; i++)
         ck_assert_uint_eq(got[i], i + 1);
     /* that list spans many blocks and LMDB pages */
-    MDB_stat st;
-    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &st), 0);
-    ck_assert_uint_gt(st.ms_leaf_pages, 10);
+    size_t pages;
+    post_entries(t, &pages);
+    ck_assert_uint_gt(pages, 10);
     ck_assert_uint_eq(postings(t, MT_BODY, "zeb", got, N), 3);
     ck_assert_uint_eq(got[0], 1000);
     ck_assert_uint_eq(got[2], 3000);
@@ -163,11 +223,9 @@ START_TEST(test_idempotent_and_substring)
     const char *m = "Subject: x\r\n\r\nhello world, Gr\xc3\xbc\xc3\x9f" "e\r\n";
     ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
     add(t, 5, m);
-    MDB_stat a, b;
-    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &a), 0);
+    size_t a = post_entries(t, NULL);
     add(t, 5, m);             /* re-import: nothing changes */
-    ck_assert_int_eq(mdb_stat(t, dbs.dbi[2], &b), 0);
-    ck_assert_uint_eq(a.ms_entries, b.ms_entries);
+    ck_assert_uint_eq(post_entries(t, NULL), a);
     /* substrings across word boundaries are indexed: "lo wo" */
     ck_assert(has(t, MT_BODY, "lo ", 5));
     ck_assert(has(t, MT_BODY, "o w", 5));
@@ -226,32 +284,33 @@ START_TEST(test_verify_detects_corruption)
         add(t, i, mkmsg(i, "zebra"));
     ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 0);
     /* flip one bit of the "ZEB" body block */
-    unsigned char key[12] = { MT_BODY, 'Z', 'E', 'B', 0, 0, 0, 0, 0, 0, 0, 1 };
-    MDB_val k = { 12, key }, v;
-    ck_assert_int_eq(mdb_get(t, dbs.dbi[2], &k, &v), 0);
+    unsigned char key[IX_KEYLEN];
+    MDB_dbi pd = find_block(t, MT_BODY, "ZEB", key);
+    MDB_val k = { IX_KEYLEN, key }, v;
+    ck_assert_int_eq(mdb_get(t, pd, &k, &v), 0);
     unsigned char *copy = malloc(v.mv_size);
     memcpy(copy, v.mv_data, v.mv_size);
     copy[v.mv_size - 1] ^= 0x01;
     MDB_val nv = { v.mv_size, copy };
-    ck_assert_int_eq(mdb_put(t, dbs.dbi[2], &k, &nv, 0), 0);
+    ck_assert_int_eq(mdb_put(t, pd, &k, &nv, 0), 0);
     ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 1);
     ck_assert_int_eq(reports, 1);
     /* readers refuse it too */
     struct ix_cursor c;
     uint64_t got;
     ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
-    ck_assert_int_eq(ix_cursor_seek(&c, 1, &got), -2 /* STORE_ECORRUPT */);
+    ck_assert_int_eq(ix_cursor_seek(&c, get_be64u(key + 8), &got), -2 /* STORE_ECORRUPT */);
     ix_cursor_close(&c);
     free(copy);
     /* and a corrupt text record */
     unsigned char tk[8] = { 0, 0, 0, 0, 0, 0, 0, 7 };
     MDB_val k2 = { 8, tk }, v2;
-    ck_assert_int_eq(mdb_get(t, dbs.dbi[3], &k2, &v2), 0);
+    ck_assert_int_eq(mdb_get(t, dbs.dbi[DBI_TEXT], &k2, &v2), 0);
     copy = malloc(v2.mv_size);
     memcpy(copy, v2.mv_data, v2.mv_size);
     copy[v2.mv_size / 2] ^= 0x40;
     MDB_val nv2 = { v2.mv_size, copy };
-    ck_assert_int_eq(mdb_put(t, dbs.dbi[3], &k2, &nv2, 0), 0);
+    ck_assert_int_eq(mdb_put(t, dbs.dbi[DBI_TEXT], &k2, &nv2, 0), 0);
     reports = 0;
     ck_assert_int_eq(index_verify(t, &dbs, count_report, &reports), 2);
     struct buf tb;
@@ -313,6 +372,169 @@ START_TEST(test_batch)
 }
 END_TEST
 
+
+/* Many small batches: segments fill level 0, merge into level 1 and then
+ * into level 2, and every list stays exact across the merges. */
+START_TEST(test_levels_and_merges)
+{
+    const char *err = NULL;
+    const unsigned per = 10, batches = 2 * IX_FANOUT0 * IX_FANOUT1 + 3;
+    const unsigned N = per * batches;
+    for (unsigned b = 0; b < batches; b++) {
+        MDB_txn *t;
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+        ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+        for (unsigned i = b * per + 1; i <= (b + 1) * per; i++)
+            add(t, i, mkmsg(i, i % 97 == 0 ? "zebra" : ""));
+        ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+        ck_assert_int_eq(mdb_txn_commit(t), 0);
+    }
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    size_t lv[IX_LEVELS];
+    seg_levels(t, lv);
+    ck_assert_uint_eq(lv[2], 2);             /* 64 batches merged twice */
+    ck_assert_uint_eq(lv[1], 0);
+    ck_assert_uint_eq(lv[0], 3);
+    uint64_t *got = calloc(N + 10, sizeof *got);
+    ck_assert_uint_eq(postings(t, MT_BODY, "com", got, N + 10), N);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_uint_eq(got[i], i + 1);
+    size_t z = postings(t, MT_BODY, "zeb", got, N);
+    ck_assert_uint_eq(z, N / 97);
+    for (size_t i = 0; i < z; i++)
+        ck_assert_uint_eq(got[i], 97 * (i + 1));
+    ck_assert(has(t, MT_SUBJECT, "REP", N));
+    ck_assert(has(t, MT_FROM, "S3@", N - (N % 7) + 3 <= N ? N - (N % 7) + 3 : N - (N % 7) - 4));
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    free(got);
+    mdb_txn_abort(t);
+}
+END_TEST
+
+/* Two cursors joined the way the executor does (leapfrog): each seek only
+ * moves forward, one decoded block per cursor, across segments. */
+START_TEST(test_streamed_intersection)
+{
+    const char *err = NULL;
+    const unsigned N = 1200;
+    for (unsigned b = 0; b < N / 100; b++) {
+        MDB_txn *t;
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+        ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+        for (unsigned i = b * 100 + 1; i <= (b + 1) * 100; i++)
+            add(t, i, mkmsg(i, i % 3 == 0 ? (i % 5 == 0 ? "quail yak" : "quail")
+                                          : (i % 5 == 0 ? "yak" : "")));
+        ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+        ck_assert_int_eq(mdb_txn_commit(t), 0);
+    }
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    struct ix_cursor a, b;
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"QUA", &a), 0);
+    ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"YAK", &b), 0);
+    ck_assert_uint_gt(a.nseg, 1);
+    uint64_t target = 0, va, vb;
+    size_t hits = 0;
+    for (;;) {
+        if (ix_cursor_seek(&a, target, &va) != 1)
+            break;
+        int r = ix_cursor_seek(&b, va, &vb);
+        ck_assert_int_ge(r, 0);
+        if (r == 0)
+            break;
+        if (vb == va) {
+            ck_assert_uint_eq(va % 15, 0);
+            hits++;
+            target = va + 1;
+        } else {
+            target = vb;
+        }
+    }
+    ck_assert_uint_eq(hits, N / 15);
+    ix_cursor_close(&a);
+    ix_cursor_close(&b);
+    mdb_txn_abort(t);
+}
+END_TEST
+
+/* A version 1 index: readers refuse it (the executor then scans); the
+ * writer drops its postings, marks the index incomplete, and a rebuild
+ * (index_clear + adds + index_mark_complete) makes it whole again. */
+START_TEST(test_migrate_v1)
+{
+    MDB_txn *t;
+    const char *err = NULL;
+    struct index_dbs d2;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    add(t, 1, mkmsg(1, "zebra"));
+    MDB_dbi old;
+    ck_assert_int_eq(mdb_dbi_open(t, "ix_post", MDB_CREATE, &old), 0);
+    MDB_val k = { 3, (void *)"abc" }, v = { 3, (void *)"xyz" };
+    ck_assert_int_eq(mdb_put(t, old, &k, &v, 0), 0);
+    unsigned char one[4] = { 0, 0, 0, 1 };
+    MDB_val vk = { 7, (void *)"version" }, vv = { 4, one };
+    ck_assert_int_eq(mdb_put(t, dbs.dbi[DBI_META], &vk, &vv, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    ck_assert_int_eq(index_open(t, false, &d2, &err), -8 /* STORE_EVERSION */);
+    mdb_txn_abort(t);
+
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_open(t, true, &d2, &err), 0);
+    ck_assert(!ix_complete(t, &d2));
+    ck_assert(!ix_has_doc(t, &d2, 1));           /* old records are gone */
+    ck_assert_int_eq(mdb_dbi_open(t, "ix_post", 0, &old), MDB_NOTFOUND);
+    ck_assert_int_eq(index_clear(t, &d2, &err), 0);
+    add(t, 1, mkmsg(1, "zebra"));
+    ck_assert_int_eq(index_mark_complete(t, &d2, &err), 0);
+    ck_assert(ix_complete(t, &d2));
+    ck_assert(has(t, MT_BODY, "ZEB", 1));
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    ck_assert_int_eq(index_open(t, false, &d2, &err), 0);
+    ck_assert(ix_complete(t, &d2));
+    mdb_txn_abort(t);
+}
+END_TEST
+
+/* Each posting carries the positions (mod 8) of its trigram in the field,
+ * merged over repeats and kept through level merges. */
+START_TEST(test_position_masks)
+{
+    const char *err = NULL;
+    MDB_txn *t;
+    for (unsigned i = 1; i <= IX_FANOUT0; i++) {     /* enough batches for a merge */
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+        ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+        add(t, i, "Subject: m\r\n\r\nqwe rty qwe\r\n");
+        ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+        ck_assert_int_eq(mdb_txn_commit(t), 0);
+    }
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    size_t lv[IX_LEVELS];
+    seg_levels(t, lv);
+    ck_assert_uint_eq(lv[1], 1);
+    static const struct { const char *tri; uint8_t mask; } want[] = {
+        { "QWE", 0x01 },         /* offsets 0 and 8 */
+        { "WE ", 0x02 },
+        { "RTY", 0x10 },
+        { "Y Q", 0x40 },
+    };
+    for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+        struct ix_cursor c;
+        uint64_t v;
+        ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)want[w].tri, &c), 0);
+        ck_assert_int_eq(ix_cursor_seek(&c, 3, &v), 1);
+        ck_assert_uint_eq(v, 3);
+        ck_assert_uint_eq(ix_cursor_mask(&c), want[w].mask);
+        ix_cursor_close(&c);
+    }
+    mdb_txn_abort(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("index");
@@ -323,6 +545,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_idempotent_and_substring);
     tcase_add_test(tc, test_verify_detects_corruption);
     tcase_add_test(tc, test_batch);
+    tcase_add_test(tc, test_levels_and_merges);
+    tcase_add_test(tc, test_streamed_intersection);
+    tcase_add_test(tc, test_migrate_v1);
+    tcase_add_test(tc, test_position_masks);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -584,6 +584,66 @@ START_TEST(test_limits)
 }
 END_TEST
 
+/* canon_append/canon_len against a byte-at-a-time reference, over random
+ * octet strings (CR, LF and CRLF dense) cut into random chunks: the state
+ * carried across chunks (a CR ending one, an LF starting the next) must
+ * give the same octets as one call over the whole. */
+static size_t canon_ref(const unsigned char *p, size_t n, unsigned char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+            out[k++] = '\r';
+        out[k++] = p[i];
+    }
+    return k;
+}
+
+START_TEST(test_canon)
+{
+    static const unsigned char alpha[] = "ab\r\n\r\nxyz\n\n\0";
+    unsigned seed = 12345;
+    for (int round = 0; round < 400; round++) {
+        unsigned char raw[3000], want[6000];
+        seed = seed * 1103515245u + 12345u;
+        size_t n = (seed >> 8) % sizeof raw;
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            raw[i] = alpha[(seed >> 16) % (sizeof alpha - 1)];
+        }
+        size_t wl = canon_ref(raw, n, want);
+        struct buf out;
+        buf_init(&out, 0);
+        int pcr = 0, pcr2 = 0;
+        uint64_t clen = 0;
+        size_t off = 0;
+        while (off < n) {
+            seed = seed * 1103515245u + 12345u;
+            size_t k = 1 + (seed >> 12) % 97;
+            if (k > n - off)
+                k = n - off;
+            clen += canon_len(raw + off, k, &pcr2);
+            ck_assert_int_eq(canon_append(&out, raw + off, k, &pcr), 0);
+            ck_assert_int_eq(pcr, pcr2);
+            off += k;
+        }
+        ck_assert_uint_eq(out.len, wl);
+        ck_assert_uint_eq(clen, wl);
+        ck_assert(wl == 0 || memcmp(out.data, want, wl) == 0);
+        buf_free(&out);
+    }
+    /* a capped buffer: fails cleanly, never writes past its limit */
+    struct buf small;
+    buf_init(&small, 10);
+    int pcr = 0;
+    ck_assert_int_eq(canon_append(&small, (const unsigned char *)"a\nb\nc\n", 6, &pcr), 0);
+    ck_assert_uint_eq(small.len, 9);
+    ck_assert_int_ne(canon_append(&small, (const unsigned char *)"\n", 1, &pcr), 0);
+    ck_assert_uint_le(small.len, 10);
+    buf_free(&small);
+}
+END_TEST
+
 static Suite *mime_suite(void)
 {
     Suite *s = suite_create("mime");
@@ -600,6 +660,7 @@ static Suite *mime_suite(void)
     tcase_add_test(tc, test_mimehdr);
     tcase_add_test(tc, test_open_rejects);
     tcase_add_test(tc, test_limits);
+    tcase_add_test(tc, test_canon);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

@@ -87,6 +87,62 @@ START_TEST(t_date_flags)
 }
 END_TEST
 
+/* The view keeps UID runs (server/cmd_select.c): lookups by index and by
+ * UID, the array SEARCH gets, and message sets over a view with gaps. */
+START_TEST(t_view_runs)
+{
+    static const uint32_t want[] = {1, 2, 3, 10, 20, 21, 22, 23, 24};
+    struct uid_run runs[] = {{0, 1, 3}, {3, 10, 1}, {4, 20, 5}};
+    struct session s;
+    memset(&s, 0, sizeof(s));
+    ck_assert_uint_eq(sess_view_last_uid(&s), 0);
+    ck_assert_uint_eq(sess_view_lower_bound(&s, 1), 0);
+    s.runs = runs;
+    s.nruns = s.capruns = 3;
+    s.nuids = 9;
+    for (size_t i = 0; i < 9; i++)      /* ascending: the cached run */
+        ck_assert_uint_eq(sess_view_uid(&s, i), want[i]);
+    static const size_t order[] = {8, 0, 4, 3, 7, 1, 5, 2, 6};
+    for (size_t k = 0; k < 9; k++)      /* any order: the binary search */
+        ck_assert_uint_eq(sess_view_uid(&s, order[k]), want[order[k]]);
+    ck_assert_uint_eq(sess_view_last_uid(&s), 24);
+    static const uint32_t probe[] = {0, 1, 3, 4, 9, 10, 11, 19, 20, 24, 25};
+    static const size_t lb[] = {0, 0, 2, 3, 3, 3, 4, 4, 4, 8, 9};
+    for (size_t k = 0; k < sizeof(probe) / sizeof(probe[0]); k++)
+        ck_assert_uint_eq(sess_view_lower_bound(&s, probe[k]), lb[k]);
+    bool oom = true;
+    uint32_t *arr = sess_view_array(&s, &oom);
+    ck_assert(!oom && arr != NULL);
+    ck_assert_mem_eq(arr, want, sizeof(want));
+    free(arr);
+    /* UID 2:21 -> view indexes 1..5; sequence 8:* -> 7, 8 */
+    struct imap_arg a = {.type = IMAP_ARG_ATOM, .s = "2:21", .len = 4};
+    struct view_iter it;
+    const char *err = NULL;
+    ck_assert_int_eq(view_iter_init(&s, &a, true, &it, &err), 0);
+    size_t idx, n = 0, got[16];
+    while (view_iter_next(&s, &it, &idx) && n < 16)
+        got[n++] = idx;
+    view_iter_free(&it);
+    ck_assert_uint_eq(n, 5);
+    for (size_t k = 0; k < n; k++)
+        ck_assert_uint_eq(got[k], k + 1);
+    a.s = "8:*";
+    a.len = 3;
+    ck_assert_int_eq(view_iter_init(&s, &a, false, &it, &err), 0);
+    n = 0;
+    while (view_iter_next(&s, &it, &idx) && n < 16)
+        got[n++] = idx;
+    view_iter_free(&it);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(got[0], 7);
+    ck_assert_uint_eq(got[1], 8);
+    a.s = "10";
+    a.len = 2;   /* sequence number past the view */
+    ck_assert_int_eq(view_iter_init(&s, &a, false, &it, &err), -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("session");
@@ -95,6 +151,7 @@ int main(void)
     tcase_add_test(tc, t_match_long);
     tcase_add_test(tc, t_b64);
     tcase_add_test(tc, t_date_flags);
+    tcase_add_test(tc, t_view_runs);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

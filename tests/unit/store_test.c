@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <zstd.h>
 #include "proto/canon.h"
 #include "proto/msginfo.h"
 #include "store/admin.h"
@@ -391,6 +392,30 @@ static int sink(void *ctx, const void *p, size_t n)
     return buf_append(&c->b, p, n);
 }
 
+/* Message record of msgnum in the current transaction. */
+static void load_msg_rec(uint64_t msgnum, struct msg_rec *m)
+{
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v;
+    ck_assert_int_eq(mdb_get(inst_txn(in), in->dbi[DB_MSG], &k, &v), 0);
+    ck_assert_int_eq(msg_rec_decode(v.mv_data, v.mv_size, m), 0);
+}
+
+/* Number of chunks of msgnum's table overlapping canonical [a, b). */
+static int overlapping_chunks(uint64_t msgnum, uint64_t a, uint64_t b)
+{
+    struct msg_rec m;
+    load_msg_rec(msgnum, &m);
+    int n = 0;
+    for (uint32_t i = 0; i < m.nchunks; i++) {
+        struct msg_chunk ch;
+        msg_rec_chunk(&m, i, &ch);
+        n += ch.canon_off < b && ch.canon_off + ch.canon_len > a;
+    }
+    return n;
+}
+
 START_TEST(test_partial_read)
 {
     /* 700 KiB with bare LFs, a CR at the end of the first frame and its
@@ -431,12 +456,13 @@ START_TEST(test_partial_read)
             ck_assert_mem_eq(c.b.data, canon.data + o, l);
         buf_free(&c.b);
     }
-    /* the last 64 KiB touch one frame only */
+    /* the last 64 KiB touch only the frames that overlap them */
     struct collect c;
     buf_init(&c.b, 0);
     c.calls = 0;
     ck_assert_int_eq(inst_msg_read(in, r.msgnum, canon.len - 65536, 65536, sink, &c), 0);
-    ck_assert_int_eq(c.calls, 1);
+    ck_assert_int_eq(c.calls, overlapping_chunks(r.msgnum, canon.len - 65536, canon.len));
+    ck_assert_int_le(c.calls, 65536 / store_cdc.min + 2);
     buf_free(&c.b);
     /* the map is found without /proc too (cofferd children are chrooted):
      * from a page header, the same address /proc/self/maps names */
@@ -480,6 +506,41 @@ START_TEST(test_partial_read)
 }
 END_TEST
 
+/* Key (chunk id) of chunk i of message msgnum (a version 2 record). */
+static void chunk_key_of(uint64_t msgnum, uint32_t i, unsigned char out[8])
+{
+    inst_rd_begin(in);
+    struct msg_rec m;
+    load_msg_rec(msgnum, &m);
+    ck_assert_uint_eq(m.version, 2);
+    ck_assert_uint_lt(i, m.nchunks);
+    struct msg_chunk ch;
+    msg_rec_chunk(&m, i, &ch);
+    ck_assert_uint_gt(ch.chunk_id, 0);
+    put_be64(out, ch.chunk_id);
+    inst_rd_end(in);
+}
+
+/* The reference record of chunk id (its key: the chunk's SHA-256), found
+ * by a walk: tests only. */
+static void cref_of(MDB_txn *txn, uint64_t id, unsigned char key[CHUNK_KEY], struct cref *out)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    ck_assert_int_eq(mdb_cursor_open(txn, in->dbi[DB_CREF], &c), 0);
+    int found = 0;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !found;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        ck_assert_int_eq(cref_decode(v.mv_data, v.mv_size, out), 0);
+        if (out->id == id) {
+            memcpy(key, k.mv_data, CHUNK_KEY);
+            found = 1;
+        }
+    }
+    mdb_cursor_close(c);
+    ck_assert(found);
+}
+
 /* Flip one octet of a record in place: the CRC must catch it. */
 static void corrupt(int db, const void *key, size_t klen, size_t at)
 {
@@ -515,12 +576,12 @@ START_TEST(test_corruption)
     ck_assert_int_gt(store_verify_inst(in, devnull), 0);
     corrupt(DB_INFO, key, 8, 20);     /* flip back */
     ck_assert_int_eq(store_verify_inst(in, devnull), 0);
-    unsigned char bk[12];
-    put_be64(bk, 1);
-    put_be32(bk + 8, 0);
-    corrupt(DB_BLOB, bk, 12, 7);      /* compressed frame */
+    unsigned char ck[8];
+    chunk_key_of(1, 0, ck);
+    corrupt(DB_CHUNK, ck, 8, CHUNK_VAL_HDR + 7);      /* compressed frame */
     ck_assert_int_gt(store_verify_inst(in, devnull), 0);
-    corrupt(DB_BLOB, bk, 12, 7);
+    corrupt(DB_CHUNK, ck, 8, CHUNK_VAL_HDR + 7);
+    ck_assert_int_eq(store_verify_inst(in, devnull), 0);
     unsigned char mk[8];
     struct mbox_rec mb;
     inst_rd_begin(in);
@@ -539,6 +600,431 @@ START_TEST(test_corruption)
 END_TEST
 
 /* ---- import / export ---- */
+
+/* ---- content-defined chunks ---- */
+
+static unsigned char *pseudo_random(size_t n, uint32_t seed)
+{
+    unsigned char *b = malloc(n);
+    uint64_t x = seed;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        b[i] = (unsigned char)(x >> 56);
+    }
+    return b;
+}
+
+/* All cut offsets of p[0..n) (ends of chunks), returned count. */
+static size_t cuts_of(const unsigned char *p, size_t n, size_t *out, size_t cap)
+{
+    size_t k = 0, s = 0;
+    while (s < n && k < cap) {
+        size_t l = cdc_cut(p + s, n - s, &store_cdc);
+        ck_assert_uint_gt(l, 0);
+        if (s + l < n) {
+            ck_assert_uint_ge(l, store_cdc.min);
+        }
+        ck_assert_uint_le(l, store_cdc.max);
+        s += l;
+        out[k++] = s;
+    }
+    ck_assert_uint_eq(s, n);
+    return k;
+}
+
+START_TEST(test_cdc)
+{
+    size_t n = 2u << 20, cap = n / store_cdc.min + 2;
+    unsigned char *a = pseudo_random(n, 7);
+    size_t *ca = malloc(cap * sizeof *ca), *cb = malloc(cap * sizeof *cb);
+    size_t na = cuts_of(a, n, ca, cap), nb = cuts_of(a, n, cb, cap);
+    /* deterministic */
+    ck_assert_uint_eq(na, nb);
+    ck_assert_mem_eq(ca, cb, na * sizeof *ca);
+    /* the average is near the target (random data: 2 MiB / 8 KiB = 256) */
+    ck_assert_uint_gt(na, n / store_cdc.avg / 2);
+    ck_assert_uint_lt(na, n / store_cdc.avg * 2);
+    /* 100 octets inserted at 700000: cuts before it are unchanged, and
+     * after at most a few chunks the cuts are the old ones + 100 */
+    unsigned char *b = malloc(n + 100);
+    memcpy(b, a, 700000);
+    memset(b + 700000, 'x', 100);
+    memcpy(b + 700100, a + 700000, n - 700000);
+    nb = cuts_of(b, n + 100, cb, cap);
+    size_t i = 0;
+    while (i < na && ca[i] < 700000) {
+        ck_assert_uint_eq(ca[i], cb[i]);
+        i++;
+    }
+    size_t shared = 0, j = 0;
+    for (size_t t = i; t < na; t++) {
+        while (j < nb && cb[j] < ca[t] + 100)
+            j++;
+        shared += j < nb && cb[j] == ca[t] + 100;
+    }
+    ck_assert_uint_ge(shared, (na - i) - 3);
+    /* no cut in a run shorter than min; a run without cut points ends at max */
+    unsigned char *z = calloc(1, 300000);
+    ck_assert_uint_eq(cdc_cut(z, 1000, &store_cdc), 1000);
+    ck_assert_uint_eq(cdc_cut(z, 300000, &store_cdc), store_cdc.max);
+    ck_assert_uint_eq(cdc_cut(a, store_cdc.min, &store_cdc), store_cdc.min);
+    free(z);
+    free(a);
+    free(b);
+    free(ca);
+    free(cb);
+}
+END_TEST
+
+/* A multipart message: a short text part, then a base64 "attachment"
+ * made of lines [first, first + nlines) of a fixed pseudo-random pool. */
+static char *attach_msg(const char *subject, int first, int nlines, size_t *len)
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    struct buf m;
+    buf_init(&m, 0);
+    buf_printf(&m, "From: a@example.org\nSubject: %s\nMIME-Version: 1.0\n"
+               "Content-Type: multipart/mixed; boundary=\"b1\"\n\n--b1\n"
+               "Content-Type: text/plain\n\nSee the attached file, %s.\n\n--b1\n"
+               "Content-Type: application/octet-stream; name=\"x.bin\"\n"
+               "Content-Transfer-Encoding: base64\n\n", subject, subject);
+    for (int l = first; l < first + nlines; l++) {
+        uint64_t x = (uint64_t)l * 0x9E3779B97F4A7C15ull + 1;
+        char line[77];
+        for (int c = 0; c < 76; c++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            line[c] = b64[x & 63];
+        }
+        line[76] = '\n';
+        buf_append(&m, line, 77);
+    }
+    buf_puts(&m, "\n--b1--\n");
+    *len = m.len;
+    return (char *)m.data;
+}
+
+static int count_entries(int db)
+{
+    MDB_stat st;
+    inst_rd_begin(in);
+    ck_assert_int_eq(mdb_stat(inst_txn(in), in->dbi[db], &st), 0);
+    inst_rd_end(in);
+    return (int)st.ms_entries;
+}
+
+/* Stored frame octets of msgnum's chunks; *refs_out the largest chunk
+ * refcount, *uniq_raw the raw octets of chunks only it refers to. */
+static uint64_t stored_of(uint64_t msgnum, uint64_t *refs_out, uint64_t *uniq_raw)
+{
+    inst_rd_begin(in);
+    struct msg_rec m;
+    load_msg_rec(msgnum, &m);
+    uint64_t sum = 0, maxref = 0, uniq = 0;
+    for (uint32_t i = 0; i < m.nchunks; i++) {
+        struct msg_chunk ch;
+        msg_rec_chunk(&m, i, &ch);
+        sum += ch.stored_len;
+        unsigned char hk[CHUNK_KEY];
+        struct cref cr;
+        cref_of(inst_txn(in), ch.chunk_id, hk, &cr);
+        ck_assert_uint_eq(cr.raw_len, ch.raw_len);
+        ck_assert_uint_eq(cr.stored_len, ch.stored_len);
+        if (cr.refcount > maxref)
+            maxref = cr.refcount;
+        if (cr.refcount == 1)
+            uniq += cr.raw_len;
+    }
+    inst_rd_end(in);
+    *refs_out = maxref;
+    *uniq_raw = uniq;
+    return sum;
+}
+
+START_TEST(test_chunk_dedup)
+{
+    size_t l1, l2, l3;
+    char *m1 = attach_msg("first", 1000, 1500, &l1);     /* ~115 KB attachment */
+    char *m2 = attach_msg("second", 1000, 1500, &l2);    /* same attachment */
+    char *m3 = attach_msg("third", 1300, 1500, &l3);     /* overlapping slice */
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", m1, l1, "m1", &uid, &added), 0);
+    int ch1 = count_entries(DB_CHUNK);
+    ck_assert_int_eq(count_entries(DB_CREF), ch1);
+    ck_assert_int_gt(ch1, 3);
+    ck_assert_int_eq(count_entries(DB_BLOB), 0);     /* new messages use chunks only */
+    ck_assert_int_eq(add("INBOX", m2, l2, "m2", &uid, &added), 0);
+    int ch2 = count_entries(DB_CHUNK);
+    /* the attachment is stored once: the second message adds its header
+     * and text part (and the closing boundary shared with m1) */
+    ck_assert_int_le(ch2 - ch1, 2);
+    uint64_t r1, r2, u1, u2;
+    uint64_t s1 = stored_of(1, &r1, &u1), s2 = stored_of(2, &r2, &u2);
+    ck_assert_uint_eq(r2, 2);
+    ck_assert_uint_gt(s1, 80000);   /* base64 of random octets: ~0.75 */
+    ck_assert_uint_eq(s1 - s2 < 100 || s2 - s1 < 100, 1);
+    ck_assert_uint_lt(u2, 300);     /* header + text part only */
+    /* an overlapping slice at another offset shares most of its chunks */
+    ck_assert_int_eq(add("INBOX", m3, l3, "m3", &uid, &added), 0);
+    int ch3 = count_entries(DB_CHUNK);
+    uint64_t r3, u3;
+    uint64_t s3 = stored_of(3, &r3, &u3);
+    ck_assert_uint_eq(r3, 3);
+    /* 1200 of its 1500 lines are in m1 at another offset */
+    ck_assert_uint_lt(u3, l3 / 2);
+    ck_assert_uint_gt(s3, 80000);
+    ck_assert_int_lt(ch3 - ch2, ch1 - 2);
+    /* an empty message has no chunks at all */
+    ck_assert_int_eq(add("INBOX", "", 0, "empty", &uid, &added), 0);
+    ck_assert(added);
+    ck_assert_int_eq(count_entries(DB_CHUNK), ch3);
+    /* re-import of the same source keys adds nothing */
+    ck_assert_int_eq(add("INBOX", m1, l1, "m1", &uid, &added), 0);
+    ck_assert(!added);
+    ck_assert_int_eq(count_entries(DB_CHUNK), ch3);
+    /* the same message again under another key: message refcount only */
+    ck_assert_int_eq(add("Other", m1, l1, "m1", &uid, &added), 0);
+    ck_assert(added);
+    ck_assert_int_eq(count_entries(DB_CHUNK), ch3);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    /* the part cut: the attachment body starts a chunk (canonical offset
+     * of part 2's body) and ends one */
+    const void *info;
+    size_t il;
+    struct msginfo mi;
+    struct msginfo_part pt;
+    const char *err;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_info(in, 1, &info, &il), 0);
+    ck_assert_int_eq(msginfo_open(&mi, info, il, &err), 0);
+    ck_assert_uint_eq(mi.nparts, 3);
+    ck_assert_int_eq(msginfo_part(&mi, 2, &pt), 0);
+    uint64_t boff = pt.body_off, bend = pt.body_off + pt.body_len;
+    inst_rd_end(in);
+    ck_assert_int_eq(overlapping_chunks(1, boff - 1, boff), 1);
+    ck_assert_int_eq(overlapping_chunks(1, boff - 1, boff + 1), 2);
+    ck_assert_int_eq(overlapping_chunks(1, bend - 1, bend + 1), 2);
+    /* reads across every chunk give the canonical octets */
+    struct buf canon;
+    buf_init(&canon, 0);
+    int pcr = 0;
+    canon_append(&canon, (unsigned char *)m3, l3, &pcr);
+    struct collect c;
+    buf_init(&c.b, 0);
+    c.calls = 0;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_read(in, 3, 0, UINT64_MAX, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, canon.len);
+    ck_assert_mem_eq(c.b.data, canon.data, canon.len);
+    buf_reset(&c.b);
+    ck_assert_int_eq(inst_msg_read(in, 3, 20000, 33333, sink, &c), 0);
+    ck_assert_mem_eq(c.b.data, canon.data + 20000, 33333);
+    inst_rd_end(in);
+    buf_free(&c.b);
+    buf_free(&canon);
+    /* a wrong chunk refcount and a flipped frame octet are found */
+    FILE *devnull = fopen("/dev/null", "w");
+    unsigned char ck[8], hk[CHUNK_KEY];
+    chunk_key_of(1, 3, ck);
+    {
+        const char *e;
+        struct cref cr;
+        ck_assert_int_eq(inst_wr_begin(in, &e), 0);
+        cref_of(in->wr, get_be64(ck), hk, &cr);
+        cr.refcount++;
+        unsigned char rec[CREF_REC_LEN];
+        cref_encode(rec, &cr);
+        MDB_val k = {CHUNK_KEY, hk}, v = {sizeof rec, rec};
+        ck_assert_int_eq(mdb_put(in->wr, in->dbi[DB_CREF], &k, &v, 0), 0);
+        ck_assert_int_eq(inst_wr_commit(in, &e), 0);
+    }
+    ck_assert_int_eq(store_verify_inst(in, devnull), 1);
+    corrupt(DB_CREF, hk, CHUNK_KEY, 10);              /* refcount octet: breaks its CRC */
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    corrupt(DB_CHUNK, ck, 8, CHUNK_VAL_HDR + 100);
+    struct collect c2;
+    buf_init(&c2.b, 0);
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_raw(in, 1, sink, &c2), STORE_ECORRUPT);
+    ck_assert_int_eq(inst_msg_raw(in, 2, sink, &c2), STORE_ECORRUPT);   /* shares it */
+    inst_rd_end(in);
+    buf_free(&c2.b);
+    fclose(devnull);
+    free(m1);
+    free(m2);
+    free(m3);
+}
+END_TEST
+
+/* Rewrite message msgnum as a version 1 record the way the schema 1
+ * writer stored it: frames in blob keyed (msgnum, i), 21-octet entries;
+ * its chunks are released. */
+static void make_v1(uint64_t msgnum)
+{
+    const char *e;
+    ck_assert_int_eq(inst_wr_begin(in, &e), 0);
+    unsigned char key[8];
+    put_be64(key, msgnum);
+    MDB_val k = {8, key}, v;
+    ck_assert_int_eq(mdb_get(in->wr, in->dbi[DB_MSG], &k, &v), 0);
+    struct msg_rec m;
+    unsigned char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    ck_assert_int_eq(msg_rec_decode(copy, v.mv_size, &m), 0);
+    ck_assert_uint_eq(m.version, 2);
+    size_t reclen = MSG_REC_HDR + (size_t)m.nchunks * MSG_CHUNK_ENT + 4;
+    unsigned char *r = calloc(1, reclen);
+    memcpy(r, copy, MSG_REC_HDR);
+    r[0] = 1;
+    struct buf raw;
+    buf_init(&raw, 0);
+    for (uint32_t i = 0; i < m.nchunks; i++) {
+        struct msg_chunk ch;
+        msg_rec_chunk(&m, i, &ch);
+        ck_assert_int_eq(chunk_load(in, in->wr, ch.chunk_id, ch.raw_len, ch.stored_len, &raw,
+                                    NULL, NULL), 0);
+        size_t cap = ZSTD_compressBound(raw.len);
+        unsigned char *fr = malloc(cap);
+        size_t z = ZSTD_compress(fr, cap, raw.data, raw.len, 3);
+        ck_assert(!ZSTD_isError(z));
+        unsigned char bk[12];
+        put_be64(bk, msgnum);
+        put_be32(bk + 8, i);
+        MDB_val bkv = {12, bk}, fv = {z, fr};
+        ck_assert_int_eq(mdb_put(in->wr, in->dbi[DB_BLOB], &bkv, &fv, 0), 0);
+        free(fr);
+        unsigned char *ent = r + MSG_REC_HDR + (size_t)i * MSG_CHUNK_ENT;
+        memcpy(ent, m.chunks + (size_t)i * MSG_CHUNK_ENT2, 17);
+        put_be32(ent + 17, (uint32_t)z);
+        /* release the chunk */
+        unsigned char hk[CHUNK_KEY], idk[8];
+        struct cref cr;
+        cref_of(in->wr, ch.chunk_id, hk, &cr);
+        MDB_val ck = {CHUNK_KEY, hk}, ik = {8, idk};
+        put_be64(idk, ch.chunk_id);
+        if (cr.refcount == 1) {
+            ck_assert_int_eq(mdb_del(in->wr, in->dbi[DB_CREF], &ck, NULL), 0);
+            ck_assert_int_eq(mdb_del(in->wr, in->dbi[DB_CHUNK], &ik, NULL), 0);
+        } else {
+            unsigned char rec[CREF_REC_LEN];
+            cr.refcount--;
+            cref_encode(rec, &cr);
+            MDB_val cv = {sizeof rec, rec};
+            ck_assert_int_eq(mdb_put(in->wr, in->dbi[DB_CREF], &ck, &cv, 0), 0);
+        }
+    }
+    put_be32(r + reclen - 4, crc32c(0, r, reclen - 4));
+    MDB_val nv = {reclen, r};
+    ck_assert_int_eq(mdb_put(in->wr, in->dbi[DB_MSG], &k, &nv, 0), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &e), 0);
+    buf_free(&raw);
+    free(r);
+    free(copy);
+}
+
+static void check_raw(uint64_t msgnum, const char *want, size_t len)
+{
+    struct collect c;
+    buf_init(&c.b, 0);
+    c.calls = 0;
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_raw(in, msgnum, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, len);
+    ck_assert_mem_eq(c.b.data, want, len);
+    buf_reset(&c.b);
+    struct buf canon;
+    buf_init(&canon, 0);
+    int pcr = 0;
+    canon_append(&canon, (const unsigned char *)want, len, &pcr);
+    ck_assert_int_eq(inst_msg_read(in, msgnum, 100, 70000, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, 70000);
+    ck_assert_mem_eq(c.b.data, canon.data + 100, 70000);
+    inst_rd_end(in);
+    buf_free(&canon);
+    buf_free(&c.b);
+}
+
+START_TEST(test_record_versions)
+{
+    size_t l1, l2;
+    char *m1 = attach_msg("one", 10, 1500, &l1);
+    char *m2 = attach_msg("two", 10, 1500, &l2);
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", m1, l1, "m1", &uid, &added), 0);
+    ck_assert_int_eq(add("INBOX", m2, l2, "m2", &uid, &added), 0);
+    make_v1(1);
+    ck_assert_int_gt(count_entries(DB_BLOB), 3);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    check_raw(1, m1, l1);
+    check_raw(2, m2, l2);
+    /* a damaged version 1 frame is still found by verify (message SHA) */
+    FILE *devnull = fopen("/dev/null", "w");
+    unsigned char bk[12];
+    put_be64(bk, 1);
+    put_be32(bk + 8, 2);
+    corrupt(DB_BLOB, bk, 12, 30);
+    ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+    corrupt(DB_BLOB, bk, 12, 30);
+    ck_assert_int_eq(store_verify_inst(in, devnull), 0);
+    fclose(devnull);
+    /* a schema 1 store: only version 1 records, no chunk databases, schema
+     * 1. Readers open it as it is; a writable open makes it schema 2. */
+    make_v1(2);
+    const char *e;
+    ck_assert_int_eq(inst_wr_begin(in, &e), 0);
+    ck_assert_int_eq(mdb_drop(in->wr, in->dbi[DB_CHUNK], 1), 0);
+    ck_assert_int_eq(mdb_drop(in->wr, in->dbi[DB_CREF], 1), 0);
+    ck_assert_int_eq(meta_put_u64(in, in->wr, "schema", 1), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &e), 0);
+    inst_close(in);
+    ck_assert_int_eq(inst_open(&cfg, "demo", false, &in, &e), 0);
+    ck_assert(!in->have_chunks);
+    check_raw(1, m1, l1);
+    check_raw(2, m2, l2);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    /* a writer adds chunks while this reader is open: it finds them */
+    struct inst *w;
+    ck_assert_int_eq(inst_open(&cfg, "demo", true, &w, &e), 0);
+    uint64_t schema = 0;
+    inst_rd_begin(w);
+    ck_assert_int_eq(meta_get_u64(w, inst_txn(w), "schema", &schema), 0);
+    inst_rd_end(w);
+    ck_assert_uint_eq(schema, STORE_SCHEMA_VERSION);
+    size_t l3;
+    char *m3 = attach_msg("three", 10, 1500, &l3);
+    struct import_msg im = {.raw = (const unsigned char *)m3, .len = l3, .flags = STORE_F_SEEN,
+                            .internaldate = 1700000000};
+    ck_assert_int_eq(inst_wr_begin(w, &e), 0);
+    ck_assert_int_eq(store_add_message(w, "alice", "INBOX", &im, &added, &uid, &e), 0);
+    ck_assert_int_eq(inst_wr_commit(w, &e), 0);
+    ck_assert_int_eq(store_verify_inst(w, stderr), 0);
+    inst_close(w);
+    check_raw(3, m3, l3);
+    ck_assert(in->have_chunks);
+    inst_close(in);
+    ck_assert_int_eq(inst_open(&cfg, "demo", true, &in, &e), 0);
+    /* `coffer upgrade` from schema 1 */
+    ck_assert_int_eq(inst_wr_begin(in, &e), 0);
+    ck_assert_int_eq(meta_put_u64(in, in->wr, "schema", 1), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &e), 0);
+    inst_close(in);
+    in = NULL;
+    int from = 0, to = 0;
+    ck_assert_int_eq(store_upgrade_inst(&cfg, "demo", &from, &to, &e), 0);
+    ck_assert_int_eq(from, 1);
+    ck_assert_int_eq(to, STORE_SCHEMA_VERSION);
+    ck_assert_int_eq(inst_open(&cfg, "demo", false, &in, &e), 0);
+    check_raw(1, m1, l1);
+    check_raw(3, m3, l3);
+    free(m1);
+    free(m2);
+    free(m3);
+}
+END_TEST
 
 static const char mbox_src[] =
     "From alice@example.org Fri Feb 22 17:06:23 2008\n"
@@ -903,6 +1389,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_crc32c);
     tcase_add_test(t, test_user_canon);
     tcase_add_test(t, test_dates);
+    tcase_add_test(t, test_cdc);
     suite_add_tcase(s, t);
     t = tcase_create("env");
     tcase_add_checked_fixture(t, setup, teardown);
@@ -914,6 +1401,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_messages_dedup);
     tcase_add_test(t, test_partial_read);
     tcase_add_test(t, test_corruption);
+    tcase_add_test(t, test_chunk_dedup);
+    tcase_add_test(t, test_record_versions);
     tcase_add_test(t, test_import_export_mbox);
     tcase_add_test(t, test_import_maildir);
     tcase_add_test(t, test_import_eml_tree);

@@ -34,6 +34,7 @@ AM_TESTS_ENVIRONMENT = \
 	PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE;
 # distcheck builds the production configuration (no test hooks).
 AM_DISTCHECK_CONFIGURE_FLAGS = --enable-werror --quiet
+EXTRA_DIST += tests/unit/unit_main.h
 EXTRA_DIST += tests/integration tests/fuzz tests/valgrind-all tests/valgrind-subset tests/valgrind.supp .ci/run
 # Directories in EXTRA_DIST are copied from the build dir too, so test logs,
 # objects and fuzz binaries would ride along: keep only what the source has.

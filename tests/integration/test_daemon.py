@@ -179,7 +179,7 @@ def test_per_ip_limit():
         for k in keep:
             k.close()
         assert "max_connections_per_ip" in s.log()
-        time.sleep(0.3)
+        assert s.wait_children(0)   # (slow to exit under valgrind)
         greet(s, tls=False, source="127.0.0.2").close()    # slots are freed when children exit
 
 
@@ -224,7 +224,7 @@ def test_sighup_reloads_cert_and_config():
         assert "keeping the old configuration" in s.log()
         assert s.proc.poll() is None
         old.close()
-        time.sleep(0.3)
+        assert s.wait_children(0)   # (slow to exit under valgrind)
         greet(s, tls=False).close()
 
 

@@ -5,6 +5,7 @@
  * The expected ENVELOPE/BODYSTRUCTURE/BODY strings were checked against
  * Dovecot 2.3.19 (tests/integration/mime_vs_dovecot.py on the same messages,
  * which are also the fuzz seeds in tests/fuzz/corpus/mime/). */
+#include "tests/unit/unit_main.h"
 #include "proto/buf.h"
 #include "proto/canon.h"
 #include "proto/cte.h"
@@ -668,9 +669,5 @@ static Suite *mime_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(mime_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(mime_suite());
 }

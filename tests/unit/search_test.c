@@ -3,6 +3,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tests/unit/unit_main.h"
 #include "proto/charset.h"
 #include "proto/imapparse.h"
 #include "proto/mailtext.h"
@@ -310,9 +311,5 @@ int main(void)
 {
     if (search_charsets_init(NULL) != 0)
         return EXIT_FAILURE;
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(suite());
 }

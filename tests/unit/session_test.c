@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/unit/unit_main.h"
 #include "server/session_int.h"
 
 START_TEST(t_match)
@@ -153,9 +154,5 @@ int main(void)
     tcase_add_test(tc, t_date_flags);
     tcase_add_test(tc, t_view_runs);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -17,6 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include <zstd.h>
+#include "tests/unit/unit_main.h"
 #include "proto/canon.h"
 #include "proto/msginfo.h"
 #include "store/admin.h"
@@ -743,6 +744,160 @@ static uint64_t stored_of(uint64_t msgnum, uint64_t *refs_out, uint64_t *uniq_ra
     return sum;
 }
 
+/* Literals_Block_Type of every compressed block of the zstd frame f
+ * (RFC 8878 3.1.1.2, 3.1.1.3.1): bit t of the result is set if some block
+ * has literals of type t (0 raw, 1 RLE, 2 Huffman, 3 treeless). */
+static unsigned literal_types(const unsigned char *f, size_t n)
+{
+    ck_assert_uint_ge(n, 6);
+    ck_assert_uint_eq(f[0] | f[1] << 8 | f[2] << 16 | (unsigned)f[3] << 24, 0xFD2FB528u);
+    unsigned fhd = f[4], did = fhd & 3, single = (fhd >> 5) & 1, fcs = fhd >> 6;
+    size_t p = 5 + (single ? 0 : 1) + (did ? 1u << (did - 1) : 0) +
+               (fcs ? 1u << fcs : single);
+    unsigned types = 0;
+    for (;;) {
+        ck_assert_uint_le(p + 3, n);
+        uint32_t bh = f[p] | f[p + 1] << 8 | (uint32_t)f[p + 2] << 16;
+        unsigned last = bh & 1, type = (bh >> 1) & 3;
+        uint32_t size = bh >> 3;
+        p += 3;
+        if (type == 2) {
+            ck_assert_uint_lt(p, n);
+            types |= 1u << (f[p] & 3);
+        }
+        p += type == 1 ? 1 : size;
+        if (last)
+            break;
+    }
+    return types;
+}
+
+/* The header chunk and small text chunks are compressed with raw (not
+ * Huffman-coded) literals, so a folder open or BODY.PEEK[1] decodes them
+ * without building a Huffman table; attachments keep Huffman literals.
+ * They are still ordinary frames: the header frame decodes to the exact
+ * header octets and the message exports byte-identically. */
+START_TEST(test_header_frame)
+{
+    struct buf m;
+    buf_init(&m, 0);
+    uint32_t x = 12345;
+    for (int i = 0; i < 12; i++) {
+        x = x * 1103515245u + 12345u;
+        buf_printf(&m, "Received: from relay%u.mx%u.example.net (relay%u.mx%u.example.net "
+                   "[10.%u.%u.%u])\n\tby mail.example.org with ESMTPS id %08X;\n"
+                   "\tTue, %u Nov 2026 %02u:%02u:%02u +0000\n", x % 97, x % 13, x % 97, x % 13,
+                   x % 251, (x >> 8) % 251, (x >> 16) % 251, x, 1 + x % 28, x % 24,
+                   (x >> 5) % 60, (x >> 11) % 60);
+    }
+    buf_puts(&m, "From: Alice Example <alice@example.org>\nTo: bob@example.net\n"
+                 "Subject: quarterly figures for the archive migration\n"
+                 "Date: Tue, 24 Nov 2026 10:00:00 +0000\n"
+                 "Message-ID: <20261124100000.abc@example.org>\nMIME-Version: 1.0\n"
+                 "Content-Type: text/plain; charset=utf-8\n\n");
+    size_t hlen = m.len;
+    ck_assert_uint_gt(hlen, 1200);
+    for (int i = 0; i < 40; i++)
+        buf_printf(&m, "Line %d of the body, with the figures the header promised.\n", i);
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", (const char *)m.data, m.len, NULL, &uid, &added), 0);
+    ck_assert(added);
+
+    /* what the writer did before: the same header at level 3 codes its
+     * literals with Huffman (so the check below can tell the two apart) */
+    size_t cap = ZSTD_compressBound(hlen);
+    unsigned char *plain = malloc(cap);
+    size_t pz = ZSTD_compress(plain, cap, m.data, hlen, 3);
+    ck_assert(!ZSTD_isError(pz));
+    ck_assert_uint_ne(literal_types(plain, pz) & 4, 0);
+
+    inst_rd_begin(in);
+    struct msg_ref r;
+    struct mbox_rec mb;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, uid, &r), 0);
+    struct msg_rec rec;
+    load_msg_rec(r.msgnum, &rec);
+    ck_assert_uint_eq(rec.version, 2);
+    ck_assert_uint_ge(rec.nchunks, 2);
+    struct msg_chunk ch;
+    msg_rec_chunk(&rec, 0, &ch);
+    ck_assert_uint_eq(ch.raw_len, hlen);       /* the header is its own chunk */
+    struct buf out;
+    buf_init(&out, 0);
+    const void *frame;
+    size_t flen;
+    ck_assert_int_eq(chunk_load(in, inst_txn(in), ch.chunk_id, ch.raw_len, ch.stored_len, &out,
+                                &frame, &flen), 0);
+    ck_assert_uint_eq(out.len, hlen);
+    ck_assert_mem_eq(out.data, m.data, hlen);
+    /* a plain decoder (no context, no parameters) reads the frame too */
+    unsigned char *dec = malloc(hlen);
+    ck_assert_uint_eq(ZSTD_decompress(dec, hlen, (const unsigned char *)frame + CHUNK_VAL_HDR,
+                                      ch.stored_len), hlen);
+    ck_assert_mem_eq(dec, m.data, hlen);
+    free(dec);
+    unsigned t = literal_types((const unsigned char *)frame + CHUNK_VAL_HDR, ch.stored_len);
+    bool rawlit = false;
+#ifdef HAVE_ZSTD_LITERAL_MODE
+    rawlit = ZSTD_versionNumber() == ZSTD_VERSION_NUMBER;
+#endif
+    if (rawlit) {
+        ck_assert_uint_eq(t & 12, 0);           /* no Huffman-coded literals */
+        ck_assert_uint_gt(ch.stored_len, pz);
+    } else {
+        ck_assert_uint_eq(ch.stored_len, pz);   /* the library differs: plain level 3 */
+    }
+    /* the text body (2.4 KB, one chunk) too */
+    msg_rec_chunk(&rec, 1, &ch);
+    ck_assert_uint_eq(ch.raw_len, m.len - hlen);
+    ck_assert_int_eq(chunk_load(in, inst_txn(in), ch.chunk_id, ch.raw_len, ch.stored_len, &out,
+                                &frame, &flen), 0);
+    ck_assert_mem_eq(out.data, m.data + hlen, ch.raw_len);
+    t = literal_types((const unsigned char *)frame + CHUNK_VAL_HDR, ch.stored_len);
+    ck_assert_uint_eq(t & 12, rawlit ? 0 : 4);
+    /* the whole message exports byte-identically */
+    struct collect c = {0};
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r.msgnum, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, m.len);
+    ck_assert_mem_eq(c.b.data, m.data, m.len);
+    buf_free(&c.b);
+    inst_rd_end(in);
+
+    /* a base64 attachment keeps Huffman literals (6 bits per octet) */
+    size_t al;
+    char *am = attach_msg("att", 0, 300, &al);
+    ck_assert_int_eq(add("INBOX", am, al, NULL, &uid, &added), 0);
+    inst_rd_begin(in);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, uid, &r), 0);
+    load_msg_rec(r.msgnum, &rec);
+    int huff = 0;
+    for (uint32_t i = 0; i < rec.nchunks; i++) {
+        msg_rec_chunk(&rec, i, &ch);
+        ck_assert_int_eq(chunk_load(in, inst_txn(in), ch.chunk_id, ch.raw_len, ch.stored_len,
+                                    &out, &frame, &flen), 0);
+        t = literal_types((const unsigned char *)frame + CHUNK_VAL_HDR, ch.stored_len);
+        huff += (t & 4) != 0;
+        if (i == 0 && rawlit)
+            ck_assert_uint_eq(t & 12, 0);
+    }
+    ck_assert_int_ge(huff, 1);
+    c = (struct collect){0};
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r.msgnum, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, al);
+    ck_assert_mem_eq(c.b.data, am, al);
+    buf_free(&c.b);
+    inst_rd_end(in);
+    free(am);
+    buf_free(&out);
+    free(plain);
+    buf_free(&m);
+}
+END_TEST
+
 START_TEST(test_chunk_dedup)
 {
     size_t l1, l2, l3;
@@ -1402,6 +1557,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_partial_read);
     tcase_add_test(t, test_corruption);
     tcase_add_test(t, test_chunk_dedup);
+    tcase_add_test(t, test_header_frame);
     tcase_add_test(t, test_record_versions);
     tcase_add_test(t, test_import_export_mbox);
     tcase_add_test(t, test_import_maildir);
@@ -1417,9 +1573,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return unit_run(suite());
 }

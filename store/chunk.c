@@ -22,9 +22,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef HAVE_ZSTD_LITERAL_MODE
+#define ZSTD_STATIC_LINKING_ONLY   /* ZSTD_c_literalCompressionMode, see rawlit_cctx */
+#endif
 #include <zstd.h>
 
 #define ZSTD_LEVEL 3
+
+/* A context for small text frames: literals stored raw, not Huffman-coded.
+ * Why: a folder open (HEADER.FIELDS over 1:*) decompresses one ~1.8 KiB
+ * header frame per message, and BODY.PEEK[1] one small text frame; for
+ * frames that small building the literals' Huffman table is most of
+ * zstd's decode work. Raw literals cut the instructions per message of a
+ * folder open by 36 % and of BODY.PEEK[1] by 40 %, for a larger stored
+ * size (docs/BENCHMARKS.md, Import). Any decoder reads such a frame. The
+ * parameter is experimental: its enum value may mean something else in
+ * another libzstd, so it is set only when the library is the version of
+ * the zstd.h we were compiled against; otherwise (or if zstd refuses it)
+ * NULL, and these frames are compressed like the others.
+ * COFFER_BENCH_HUFFMAN_ONLY=1 compresses every frame as before (Huffman
+ * literals): benchmarks only, to compare the two. */
+static ZSTD_CCtx *rawlit_cctx(void)
+{
+    static ZSTD_CCtx *c;
+    static int tried;
+    if (tried)
+        return c;
+    tried = 1;
+#ifdef HAVE_ZSTD_LITERAL_MODE
+    if (ZSTD_versionNumber() != ZSTD_VERSION_NUMBER || getenv("COFFER_BENCH_HUFFMAN_ONLY"))
+        return NULL;
+    if (!(c = ZSTD_createCCtx()))
+        return NULL;
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, ZSTD_LEVEL)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_literalCompressionMode, ZSTD_ps_disable))) {
+        ZSTD_freeCCtx(c);
+        c = NULL;
+    }
+#endif
+    return c;
+}
 
 /* Chosen by measurement on a 20,000-message gen-corpus mbox and on the
  * real corpus (docs/BENCHMARKS.md, Import): smaller chunks find more
@@ -229,7 +266,7 @@ void cref_encode(unsigned char b[CREF_REC_LEN], const struct cref *c)
     put_be32(b + 24, crc32c(0, b, 24));
 }
 
-int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, uint64_t *id,
+int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, bool raw_lit, uint64_t *id,
               uint32_t *stored, const char **err)
 {
     static ZSTD_CCtx *cctx;
@@ -271,8 +308,10 @@ int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, uint64_t *id,
             return STORE_EIO;
         }
     }
-    size_t z = ZSTD_compressCCtx(cctx, frame + CHUNK_VAL_HDR, frame_cap - CHUNK_VAL_HDR, raw, n,
-                                 ZSTD_LEVEL);
+    ZSTD_CCtx *hc = raw_lit ? rawlit_cctx() : NULL;
+    size_t z = hc ? ZSTD_compress2(hc, frame + CHUNK_VAL_HDR, frame_cap - CHUNK_VAL_HDR, raw, n)
+                  : ZSTD_compressCCtx(cctx, frame + CHUNK_VAL_HDR, frame_cap - CHUNK_VAL_HDR,
+                                      raw, n, ZSTD_LEVEL);
     if (ZSTD_isError(z)) {
         *err = store_seterr("zstd: %s", ZSTD_getErrorName(z));
         return STORE_EIO;

@@ -169,8 +169,11 @@ int chunk_plan(const unsigned char *raw, size_t len, size_t hdr_len, const struc
                const struct cdc_params *c, size_t **cuts, size_t *ncuts);
 /* Store raw[0..n) once (in in->wr): refcount + 1 if a chunk with its
  * SHA-256 exists, else compress it and add it under the next chunk id.
+ * raw_lit: compress with raw (not Huffman-coded) literals when the
+ * library allows it (header and small text chunks: chunk.c rawlit_cctx);
+ * the frame is an ordinary zstd frame either way.
  * *id gets its chunk id, *stored the frame length. */
-int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, uint64_t *id,
+int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, bool raw_lit, uint64_t *id,
               uint32_t *stored, const char **err);
 /* Decompress chunk id into out (reset first), checking its length and
  * CRC32C: STORE_ECORRUPT on any mismatch. frame and flen (may be NULL)

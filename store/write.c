@@ -276,6 +276,52 @@ static int derive_put(struct inst *in, uint64_t msgnum, const struct buf *info, 
     return STORE_OK;
 }
 
+/* Chunks of at most this many raw octets that lie in text leaf bodies
+ * only get raw literals like the header chunk (chunk.c rawlit_cctx): a
+ * BODY.PEEK[1] of a short text part decompresses one such frame. 8 KiB
+ * keeps almost all of the decode saving of 16 KiB on gen-corpus for 2/3 of
+ * its size cost on the real corpus (docs/BENCHMARKS.md, Import).
+ * COFFER_BENCH_RAW_LIT_TEXT=N overrides it (0: headers only): benchmarks
+ * only. */
+#define RAW_LIT_TEXT_MAX 8192
+static size_t raw_lit_text_max(void)
+{
+    static long v = -1;
+    if (v < 0) {
+        const char *e = getenv("COFFER_BENCH_RAW_LIT_TEXT");
+        v = e ? atol(e) : RAW_LIT_TEXT_MAX;
+        if (v < 0)
+            v = 0;
+    }
+    return (size_t)v;
+}
+
+/* Does canonical [off, off + len) overlap a text leaf body and no other
+ * leaf body? Called for chunks in order: leaf bodies do not overlap and
+ * come in offset order, so *from skips the entries that end before off and
+ * a message costs O(chunks + parts), not their product. (A part table that
+ * breaks the order only changes which frames get raw literals.) */
+static bool text_only(const struct msginfo *mi, uint32_t *from, uint64_t off, uint64_t len)
+{
+    bool text = false;
+    for (uint32_t i = *from; i < mi->nparts; i++) {
+        struct msginfo_part pt;
+        bool leaf = !msginfo_part(mi, i, &pt) &&
+                    (pt.type == MSGINFO_T_TEXT || pt.type == MSGINFO_T_OTHER);
+        if (!leaf || pt.body_off + pt.body_len <= off) {
+            if (i == *from)
+                (*from)++;
+            continue;
+        }
+        if (pt.body_off >= off + len)
+            break;
+        if (pt.type != MSGINFO_T_TEXT)
+            return false;
+        text = true;
+    }
+    return text;
+}
+
 /* Store a new unique message under msgnum: msginfo first (its part table
  * places the chunk cuts), then content-keyed chunks and a version 2 chunk
  * table, then the text index. */
@@ -295,7 +341,8 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         rc = STORE_EIO;
         goto out;
     }
-    rc = chunk_plan(raw, len, header_chunk(raw, len), &mi, store_cdc_params(), &cuts, &ncuts);
+    size_t hdr_len = header_chunk(raw, len);
+    rc = chunk_plan(raw, len, hdr_len, &mi, store_cdc_params(), &cuts, &ncuts);
     if (rc) {
         *err = "cannot plan the chunks of a message (out of memory?)";
         goto out;
@@ -316,6 +363,7 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
     uint64_t coff = 0;
     int pcr = 0;
     size_t off = 0;
+    uint32_t part = 0;   /* text_only's cursor */
     for (size_t i = 0; i < ncuts; i++) {
         size_t n = cuts[i] - off;
         int prev = pcr;
@@ -323,7 +371,10 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         unsigned char *e = r + MSG_REC_HDR + i * MSG_CHUNK_ENT2;
         uint32_t z;
         uint64_t id;
-        if ((rc = chunk_ref(in, raw + off, n, &id, &z, err)))
+        /* the header chunk, and small chunks of text bodies: see chunk.c rawlit_cctx */
+        bool raw_lit = (i == 0 && hdr_len && cuts[0] == hdr_len) ||
+                       (n <= raw_lit_text_max() && text_only(&mi, &part, coff, cl));
+        if ((rc = chunk_ref(in, raw + off, n, raw_lit, &id, &z, err)))
             goto out;
         put_be64(e + MSG_CHUNK_ENT, id);
         put_be32(e, (uint32_t)n);

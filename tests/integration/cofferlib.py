@@ -2,7 +2,7 @@
 
 Tests are plain scripts run by the automake harness (PY_LOG_COMPILER=python3):
 exit 0 = pass, 77 = skip, 99 = hard error, anything else = fail. Everything
-they need comes from the environment set in tests/local.mk, so the same test
+they need comes from the environment set in Makefile.am, so the same test
 runs in build/, in distcheck's read-only tree, and under tests/valgrind-all:
 
     COFFER, COFFERD        binaries to run (may be memcheck wrappers)

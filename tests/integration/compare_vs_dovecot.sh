@@ -11,7 +11,7 @@
 # docs/COMPATIBILITY.md. Listed differences that went away are reported.
 #
 # Env: COFFER_SHARED (../shared), COFFER_SRCDIR, COFFER_BUILDDIR (see
-# tests/local.mk); SEARCH_CORPUS_FULL=1 also runs the SEARCH queries over
+# Makefile.am); SEARCH_CORPUS_FULL=1 also runs the SEARCH queries over
 # the 3,000 spamassassin and 787 sisimai messages (FETCH always covers
 # every message); COFFER_TEST_GEN_COUNT=N (or SEARCH_GENCORPUS=N) sets
 # the size of the generated archive also compared (default 10000, 0 = none);

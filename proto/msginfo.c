@@ -13,6 +13,7 @@
  * Fixed-size part records make msginfo_part() O(1) and open() O(1). */
 #include "proto/msginfo.h"
 #include "proto/bodystructure.h"
+#include "proto/canon.h"
 #include "proto/cte.h"
 #include "proto/envelope.h"
 #include "proto/mime.h"
@@ -337,45 +338,162 @@ int msginfo_section(const struct msginfo *mi, const uint32_t *path, size_t npath
     return 0;
 }
 
-int msginfo_header_filter(const unsigned char *hdr, size_t len,
-                          const char *const *names, const size_t *name_lens,
-                          size_t nnames, bool not_, struct buf *out)
+void msginfo_fieldset_init(struct msginfo_fieldset *fs, const char *const *names,
+                           const size_t *lens, size_t n)
 {
-    struct mimehdr_iter it;
-    struct mimehdr_field f;
-    bool last_crlf = true;
-    mimehdr_init(&it, hdr, len);
-    for (;;) {
-        if (mimehdr_next(&it, &f) <= 0)
-            break;
-        bool match = false;
-        for (size_t i = 0; i < nnames && !match; i++) {
-            size_t nl = name_lens ? name_lens[i] : strlen(names[i]);
-            if (f.name_len == nl) {
-                match = true;
-                for (size_t k = 0; k < nl; k++) {
-                    unsigned char a = f.name[k], b = (unsigned char)names[i][k];
-                    if (a >= 'A' && a <= 'Z')
-                        a = (unsigned char)(a + 32);
-                    if (b >= 'A' && b <= 'Z')
-                        b = (unsigned char)(b + 32);
-                    if (a != b) {
-                        match = false;
-                        break;
-                    }
-                }
-            }
-        }
-        if (match == not_)
+    memset(fs, 0, sizeof *fs);
+    fs->names = names;
+    fs->lens = lens;
+    fs->n = n;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = lens ? lens[i] : strlen(names[i]);
+        if (l == 0) {
+            fs->lenbits |= 1;        /* matches a field with an empty name */
             continue;
-        if (buf_append(out, f.raw, f.raw_len))
-            return -1;
-        last_crlf = f.raw_len >= 2 && f.raw[f.raw_len - 1] == '\n' && f.raw[f.raw_len - 2] == '\r';
+        }
+        unsigned char c = (unsigned char)names[i][0];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + 32);
+        fs->lenbits |= 1ull << (l < 63 ? l : 63);
+        fs->first[c >> 5] |= 1u << (c & 31);
+        if (n <= 64)
+            fs->bylen[l < 63 ? l : 63] |= 1ull << i;
+    }
+}
+
+static bool fieldset_has(const struct msginfo_fieldset *fs, const unsigned char *name, size_t nl)
+{
+    if (!(fs->lenbits >> (nl < 63 ? nl : 63) & 1))
+        return false;
+    if (nl == 0)
+        return true;
+    unsigned char c0 = name[0];
+    if (c0 >= 'A' && c0 <= 'Z')
+        c0 = (unsigned char)(c0 + 32);
+    if (!(fs->first[c0 >> 5] >> (c0 & 31) & 1))
+        return false;
+    uint64_t cand = fs->n <= 64 ? fs->bylen[nl < 63 ? nl : 63] : 0;
+    for (size_t i = 0; fs->n <= 64 ? cand != 0 : i < fs->n; i++) {
+        if (fs->n <= 64) {
+            i = (size_t)__builtin_ctzll(cand);
+            cand &= cand - 1;
+        }
+        size_t l = fs->lens ? fs->lens[i] : strlen(fs->names[i]);
+        if (l != nl)
+            continue;
+        const unsigned char *b = (const unsigned char *)fs->names[i];
+        size_t k = 0;
+        for (; k < nl; k++) {
+            unsigned char x = name[k], y = b[k];
+            if (x != y && (x | 32) != (y | 32))
+                break;
+            if (x != y && !((x | 32) >= 'a' && (x | 32) <= 'z'))
+                break;       /* only letters fold: '@' (0x40) is not '`' (0x60) */
+        }
+        if (k == nl)
+            return true;
+    }
+    return false;
+}
+
+/* Append a field (it starts after a LF or at the header's start) in
+ * canonical form: a CR before every bare LF, as canon_append with
+ * *prev_cr = 0, without its per-call reservation and per-line checks. */
+static int put_crlf(struct buf *out, const unsigned char *p, size_t n)
+{
+    if ((out->cap - out->len <= 2 * n || out->limit - out->len < 2 * n) &&
+        buf_reserve(out, 2 * n) != 0) {
+        int pcr = 0;                 /* near the limit: exact sizes */
+        return canon_append(out, p, n, &pcr);
+    }
+    unsigned char *o = out->data + out->len;
+    const unsigned char *e = p + n;
+    while (p < e) {
+        const unsigned char *lf = memchr(p, '\n', (size_t)(e - p));
+        size_t k = (size_t)((lf ? lf : e) - p);
+        memcpy(o, p, k);
+        o += k;
+        if (!lf)
+            break;
+        if (k == 0 || p[k - 1] != '\r')
+            *o++ = '\r';
+        *o++ = '\n';
+        p = lf + 1;
+    }
+    out->len = (size_t)(o - out->data);
+    return 0;
+}
+
+/* The rules of mimehdr_next (proto/mimehdr.c), inlined: a field is its
+ * first line plus continuation lines (starting with SP or HTAB); its name
+ * runs to the colon of its first line (trailing SP/HTAB dropped), or is
+ * the whole first line without its line end when there is no colon
+ * before the field's content end. A blank line (LF or CRLF) ends the
+ * header. */
+int msginfo_header_filter_set(const unsigned char *hdr, size_t len,
+                              const struct msginfo_fieldset *fs, bool not_, bool to_crlf,
+                              struct buf *out)
+{
+    const unsigned char *p = hdr, *end = len ? hdr + len : hdr;
+    bool last_crlf = true;
+    while (p < end) {
+        if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n'))
+            break;
+        const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *le = lf ? lf + 1 : end, *fe = le;
+        while (fe < end && (*fe == ' ' || *fe == '\t')) {
+            lf = memchr(fe, '\n', (size_t)(end - fe));
+            fe = lf ? lf + 1 : end;
+        }
+        /* content end: the field without its final line end */
+        const unsigned char *ce = fe;
+        if (ce > p && ce[-1] == '\n') {
+            ce--;
+            if (ce > p && ce[-1] == '\r')
+                ce--;
+        }
+        const unsigned char *ne = p;
+        while (ne < le && *ne != ':')
+            ne++;
+        if (ne >= ce || ne == le) {       /* no colon: the whole first line */
+            ne = le;
+            if (ne > p && ne[-1] == '\n') {
+                ne--;
+                if (ne > p && ne[-1] == '\r')
+                    ne--;
+            }
+        } else {
+            while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+                ne--;
+        }
+        const unsigned char *fstart = p;
+        p = fe;
+        if (fieldset_has(fs, fstart, (size_t)(ne - fstart)) == not_)
+            continue;
+        size_t fl = (size_t)(fe - fstart);
+        if (to_crlf) {
+            if (put_crlf(out, fstart, fl))
+                return -1;
+            last_crlf = fe[-1] == '\n';
+        } else {
+            if (buf_append(out, fstart, fl))
+                return -1;
+            last_crlf = fl >= 2 && fe[-1] == '\n' && fe[-2] == '\r';
+        }
     }
     /* As the reference: HEADER.FIELDS always ends with a blank line (a bare
      * LF after a last field that had no line end), HEADER.FIELDS.NOT only
      * when the header had one. Fields are copied exactly as they are. */
-    if (not_ && it.p >= it.end)
+    if (not_ && p >= end)
         return 0;
     return (last_crlf ? buf_append(out, "\r\n", 2) : buf_putc(out, '\n')) ? -1 : 0;
+}
+
+int msginfo_header_filter(const unsigned char *hdr, size_t len,
+                          const char *const *names, const size_t *name_lens,
+                          size_t nnames, bool not_, struct buf *out)
+{
+    struct msginfo_fieldset fs;
+    msginfo_fieldset_init(&fs, names, name_lens, nnames);
+    return msginfo_header_filter_set(hdr, len, &fs, not_, false, out);
 }

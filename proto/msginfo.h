@@ -109,4 +109,24 @@ int msginfo_header_filter(const unsigned char *hdr, size_t len,
                           const char *const *names, const size_t *name_lens,
                           size_t nnames, bool not_, struct buf *out);
 
+/* A HEADER.FIELDS name list prepared once per command: a field is compared
+ * with the names only when its name's length and first octet (folded) are
+ * among theirs. names and lens must outlive the set. */
+struct msginfo_fieldset {
+    const char *const *names;
+    const size_t *lens;
+    size_t n;
+    uint64_t lenbits;        /* bit min(len, 63) per name */
+    uint32_t first[8];       /* bit per folded first octet */
+    uint64_t bylen[64];      /* n <= 64: the names (bit i) of each length min(len, 63) */
+};
+void msginfo_fieldset_init(struct msginfo_fieldset *fs, const char *const *names,
+                           const size_t *lens, size_t n);
+/* msginfo_header_filter with a prepared set. to_crlf: hdr is a header as
+ * stored (bare LF line ends allowed) and out gets exactly what filtering
+ * its canonical form (proto/canon.h) would give. */
+int msginfo_header_filter_set(const unsigned char *hdr, size_t len,
+                              const struct msginfo_fieldset *fs, bool not_, bool to_crlf,
+                              struct buf *out);
+
 #endif

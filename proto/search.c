@@ -452,6 +452,14 @@ static int parse_return(struct pctx *c, struct search_prog *p)
     return 0;
 }
 
+bool search_has_charset(const struct imap_arg *args, size_t nargs)
+{
+    size_t i = 0;
+    if (i < nargs && atom_is(&args[i], "RETURN"))
+        i += 2;                 /* RETURN and its option list */
+    return i < nargs && atom_is(&args[i], "CHARSET");
+}
+
 int search_parse(const struct imap_arg *args, size_t nargs,
                  struct search_prog **out, int *code, const char **err)
 {

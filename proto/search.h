@@ -36,6 +36,9 @@ const char *search_charsets_list(void);
 int search_parse(const struct imap_arg *args, size_t nargs,
                  struct search_prog **out, int *code, const char **err);
 void search_free(struct search_prog *p);
+/* Does the program name a CHARSET (after an optional RETURN (...))? After
+ * ENABLE UTF8=ACCEPT such a SEARCH is a BAD (RFC 6855 section 3). */
+bool search_has_charset(const struct imap_arg *args, size_t nargs);
 /* RETURN options given (0 if no RETURN clause); *esearch true when the
  * response must be ESEARCH (a RETURN clause was present). */
 unsigned search_return(const struct search_prog *p, bool *esearch);

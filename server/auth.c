@@ -58,7 +58,9 @@ struct auth_ctx {
     char mech[32];
     char mechs[64];
     bool login_cmd;          /* the exchange came from the LOGIN command */
-    bool busy;               /* the password check found no free slot */
+    bool busy;               /* the check could not run: no free password-check
+                              * slot, or the store could not be read (e.g. its
+                              * LMDB reader table full) */
 };
 
 /* One connection per process: the SASL callbacks find their context here. */
@@ -82,6 +84,7 @@ static struct registry *get_registry(struct auth_ctx *a)
         if (registry_open(&G.store, false, &a->reg, &err) != STORE_OK) {
             log_err("auth: cannot open registry: %s", err ? err : "?");
             a->reg = NULL;
+            a->busy = true;
         }
     }
     return a->reg;
@@ -125,8 +128,17 @@ static int user_lookup(struct auth_ctx *a, const char *canon, size_t len, struct
     if (split_name(canon, len, id, user) != 0)
         return -1;
     struct registry *r = get_registry(a);
-    /* Re-resolving catches instances disabled since canonicalisation. */
-    if (!r || registry_resolve(r, id, rid) != STORE_OK || strcmp(rid, id) != 0)
+    /* Re-resolving catches instances disabled since canonicalisation. A
+     * store that cannot be read is no unknown user: the login is answered
+     * NO [UNAVAILABLE], not counted as a failure (see map()). */
+    if (!r)
+        return -1;
+    int rr = registry_resolve(r, id, rid);
+    if (rr != STORE_OK && rr != STORE_ENOTFOUND) {
+        log_warn("auth: registry unreadable: %s", store_strerror(rr));
+        a->busy = true;
+    }
+    if (rr != STORE_OK || strcmp(rid, id) != 0)
         return -1;
     if (!a->inst || strcmp(a->inst_id, id) != 0) {
         if (a->inst) {
@@ -135,15 +147,22 @@ static int user_lookup(struct auth_ctx *a, const char *canon, size_t len, struct
             a->inst = NULL;
         }
         const char *err = NULL;
-        if (inst_open(&G.store, id, false, &a->inst, &err) != STORE_OK) {
+        int orc = inst_open(&G.store, id, false, &a->inst, &err);
+        if (orc != STORE_OK) {
             log_err("auth: cannot open instance %s: %s", id, err ? err : "?");
             a->inst = NULL;
+            if (orc != STORE_ENOTFOUND)
+                a->busy = true;
             return -1;
         }
         snprintf(a->inst_id, sizeof a->inst_id, "%s", id);
     }
-    if (inst_rd_begin(a->inst) != STORE_OK)
+    int brc = inst_rd_begin(a->inst);
+    if (brc != STORE_OK) {
+        log_err("auth: cannot read instance %s: %s", id, store_strerror(brc));
+        a->busy = true;
         return -1;
+    }
     int rc = inst_user_get(a->inst, user, rec);
     inst_rd_end(a->inst);
     if (rc != STORE_OK || rec->disabled)

@@ -226,10 +226,14 @@ int sess_login_done(struct session *s, const char *tag, const struct auth_result
     /* the login line itself (mechanism, TLS) is logged by server/auth.c */
     if (strcmp(res->user, res->authn) != 0)
         log_info("audit: %s/%s acts as %s (authzid)", res->instance, res->authn, res->user);
-    if (sess_rd_begin(s) != 0) {
+    /* sess_rd_begin(), keeping the store's reason for the log */
+    int brc = s->txn ? STORE_OK : inst_rd_begin(s->in);
+    if (brc != STORE_OK) {
+        log_err("cannot read instance %s: %s", res->instance, store_strerror(brc));
         sess_printf(s, "%s NO [UNAVAILABLE] Archive unavailable\r\n* BYE Try later\r\n", tag);
         return CMD_END;
     }
+    s->txn = true;
     buf_reset(&s->out);
     buf_printf(&s->out, "%s OK [CAPABILITY ", tag);
     sess_capability(s, &s->out);

@@ -31,6 +31,7 @@ struct fitem {
     const char **fields;       /* HEADER.FIELDS names (malloc'd arrays) */
     size_t *field_lens;
     size_t nfields;
+    struct msginfo_fieldset fset;   /* fields prepared once per command */
     struct imap_cmd fieldcmd;  /* owns the parsed field list */
     bool partial;
     uint64_t p_off, p_len;
@@ -142,6 +143,7 @@ static int parse_section(const char *p, const char *end, struct fitem *it, bool 
             it->field_lens[i] = l->list[i].len;
         }
         it->nfields = l->nlist;
+        msginfo_fieldset_init(&it->fset, it->fields, it->field_lens, it->nfields);
         return 0;
     }
     if (rest == 6 && has_prefix_ci(p, rest, "HEADER"))
@@ -396,6 +398,21 @@ static int stream_range(struct session *s, uint64_t msgnum, uint64_t off, uint64
     put_literal_len(s, len);
     if (len == 0)
         return 0;
+    if (s->capture) {
+        /* built in memory (fetch_one): the store appends the canonical
+         * octets to the response itself, one copy instead of three */
+        struct buf *b = s->capture;
+        size_t base = b->len;
+        int rc = inst_msg_read_buf(s->in, msgnum, off, len, b);
+        if (rc != STORE_OK || b->len - base != len) {
+            b->len = base;
+            return -1;          /* a NO for this message, nothing sent yet */
+        }
+        unsigned char *p = b->data + base, *e = p + len;
+        while ((p = memchr(p, 0, (size_t)(e - p))) != NULL)
+            *p++ = 0x80;        /* NUL -> 0x80, sizes unchanged */
+        return 0;
+    }
     struct out_ctx o = {s, true, 0, 0};
     uint64_t done = 0;
     while (done < len && o.err == 0) {
@@ -607,14 +624,23 @@ static int write_item(struct session *s, const struct fitem *it, struct msgctx *
     }
     if (it->which == MSGINFO_S_HEADER_FIELDS || it->which == MSGINFO_S_HEADER_FIELDS_NOT) {
         struct buf *hdr = m->hdr, *filt = m->filt;
-        buf_reset(hdr);
+        bool not_ = it->which == MSGINFO_S_HEADER_FIELDS_NOT;
         buf_reset(filt);
-        struct collect_ctx cc = {hdr};
-        int rc = inst_msg_read(s->in, m->ref.msgnum, off, len, collect_sink, &cc);
-        if (rc == STORE_OK)
-            rc = msginfo_header_filter(hdr->data, hdr->len, it->fields, it->field_lens,
-                                       it->nfields, it->which == MSGINFO_S_HEADER_FIELDS_NOT,
-                                       filt);
+        /* The message's own header is its first chunk, stored as it came:
+         * filter it in place and make only the selected fields canonical. */
+        const unsigned char *raw;
+        size_t rawlen;
+        int rc = off == 0 ? inst_msg_head_raw(s->in, m->ref.msgnum, len, &raw, &rawlen)
+                          : STORE_ENOTFOUND;
+        if (rc == STORE_OK) {
+            rc = msginfo_header_filter_set(raw, rawlen, &it->fset, not_, true, filt);
+        } else if (rc == STORE_ENOTFOUND) {
+            buf_reset(hdr);
+            struct collect_ctx cc = {hdr};
+            rc = inst_msg_read(s->in, m->ref.msgnum, off, len, collect_sink, &cc);
+            if (rc == STORE_OK)
+                rc = msginfo_header_filter_set(hdr->data, hdr->len, &it->fset, not_, false, filt);
+        }
         if (rc != 0)
             return -1;
         uint64_t foff = 0, flen = filt->len;

@@ -84,6 +84,11 @@ int cmd_search(struct session *s, const struct imap_cmd *cmd, const struct imap_
     struct search_prog *prog = NULL;
     int code = 0;
     const char *err = "Invalid search";
+    /* RFC 6855 section 3: after ENABLE UTF8=ACCEPT strings are UTF-8, so a
+     * CHARSET label conflicts with it: BAD, whichever charset it names */
+    if (s->utf8_accept && search_has_charset(args, nargs))
+        return sess_tagged(s, cmd->tag, "BAD",
+                           "CHARSET is not allowed after ENABLE UTF8=ACCEPT (RFC 6855)");
     if (search_parse(args, nargs, &prog, &code, &err) != 0) {
         if (code == SEARCH_ERR_BADCHARSET)
             return sess_tagged(s, cmd->tag, "NO", "[BADCHARSET (%s)] %s", search_charsets_list(),

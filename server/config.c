@@ -50,6 +50,7 @@ void cfg_defaults(struct cofferd_cfg *cfg)
     cfg->idle_timeout_ms = 30 * 60 * 1000;
     cfg->preauth_timeout_ms = 60 * 1000;
     cfg->max_auth_failures = 3;
+    cfg->output_thread = CFG_OUTPUT_YES;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->auth_concurrency = n > 0 ? (unsigned)n : 1;
     cfg->auth_failure_delay_ms = 2000;
@@ -384,6 +385,16 @@ int cfg_set(struct cofferd_cfg *cfg, const char *k, const char *v, char *err, si
     if (!strcmp(k, "tls_protocols")) {
         if (parse_protocols(cfg, v))
             return fail(err, errlen, "bad value for %s: use TLSv1.2 and/or TLSv1.3", k);
+        return 0;
+    }
+    if (!strcmp(k, "output_thread")) {
+        bool on;
+        if (!strcmp(v, "auto"))
+            cfg->output_thread = CFG_OUTPUT_AUTO;
+        else if (parse_bool(v, &on) == 0)
+            cfg->output_thread = on ? CFG_OUTPUT_YES : CFG_OUTPUT_NO;
+        else
+            return fail(err, errlen, "bad value for %s: use yes, no or auto", k);
         return 0;
     }
     if (!strcmp(k, "log")) {

@@ -53,7 +53,10 @@ struct cofferd_cfg {
     int auth_penalty_max_ms;                /* cap of the per-IP penalty; 0 = off */
     char auth_secret_file[CFG_PATH_MAX];    /* "" = <data_dir>/auth.secret */
     unsigned tls_ticket_rotate_s;           /* ticket key lifetime */
+    int output_thread;                      /* CFG_OUTPUT_*: long responses' writer thread */
 };
+
+enum { CFG_OUTPUT_NO, CFG_OUTPUT_YES, CFG_OUTPUT_AUTO };   /* output_thread */
 
 void cfg_defaults(struct cofferd_cfg *cfg);
 /* Parse path into cfg (defaults applied first). On error returns -1 and

@@ -3,7 +3,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <dirent.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/landlock.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -115,6 +120,54 @@ int confine_landlock_store(const char *root, const char *urandom)
     return ruleset_apply(rfd, ok, urandom);
 }
 
+/* A session never starts a process, but it may start threads (the output
+ * writer, server/outpipe.c). RLIMIT_NPROC cannot say that: it counts
+ * threads too, per user over every session. A seccomp filter can: fork,
+ * vfork and clone without CLONE_THREAD fail with EPERM; clone3 (whose flags
+ * a filter cannot read) fails with ENOSYS so that glibc falls back to
+ * clone; syscalls of another ABI (i386, x32) fail. 0, or -1 where there is
+ * no filter for this architecture or the kernel refuses it. */
+static int deny_new_processes(void)
+{
+#if defined(__x86_64__)
+#define CF_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define CF_ARCH AUDIT_ARCH_AARCH64
+#endif
+#if defined(CF_ARCH) && defined(__NR_clone)
+#define CF_RET(v) BPF_STMT(BPF_RET | BPF_K, (v))
+#define CF_ERR(e) CF_RET(SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, CF_ARCH, 1, 0),
+        CF_ERR(EPERM),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+#ifdef __x86_64__
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u /* x32 */, 0, 1),
+        CF_ERR(EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fork, 0, 1),
+        CF_ERR(EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_vfork, 0, 1),
+        CF_ERR(EPERM),
+#endif
+#ifdef __NR_clone3
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+        CF_ERR(ENOSYS),
+#endif
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
+        /* the flags: low word of args[0] (both architectures are little-endian) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 1, 0),
+        CF_ERR(EPERM),
+        CF_RET(SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { .len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f };
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0 ? 0 : -1;
+#else
+    return -1;
+#endif
+}
+
 int confine_process(const struct confine_opts *o, const char **root, const char **err)
 {
     *err = NULL;
@@ -146,7 +199,8 @@ int confine_process(const struct confine_opts *o, const char **root, const char 
     }
     struct rlimit zero = { 0, 0 };
     setrlimit(RLIMIT_CORE, &zero);    /* no core file with a password in it */
-    setrlimit(RLIMIT_NPROC, &zero);   /* a session never forks */
+    if (deny_new_processes() != 0)
+        setrlimit(RLIMIT_NPROC, &zero);   /* no threads then, but no fork either */
     if (o->max_files) {
         struct rlimit nf = { o->max_files, o->max_files };
         setrlimit(RLIMIT_NOFILE, &nf);

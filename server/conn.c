@@ -1,12 +1,27 @@
 /* conn.c — client connection: plain socket or TLS, optional DEFLATE on top,
- * with small fixed buffers so an idle connection costs little memory. */
+ * with small fixed buffers so an idle connection costs little memory.
+ *
+ * Long responses after login go through a writer thread (server/outpipe.c):
+ * the session builds the next 64-256 KiB while the previous part is
+ * compressed, encrypted and sent, as Dovecot's separate login proxy does for
+ * its TLS. Rule for the shared transport (SSL object, z_stream, socket
+ * writes): while a pipe exists, only the writer thread writes; every other
+ * transport use (reads, waits, STARTTLS, COMPRESS, byte counters, close)
+ * first calls out_settle(), which drains the pipe and joins the thread. So
+ * SSL is used by one thread at a time without a lock, TLS 1.3
+ * post-handshake messages read by SSL_read are answered by the next
+ * SSL_write as before, and output order is the order of conn_write calls. */
 #include "server/conn.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/sysinfo.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +30,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "server/log.h"
+#include "server/outpipe.h"
+
 #define RBUF_SIZE 16384
 #define WBUF_SIZE 16384
 #define ZOUT_SIZE 16384
+/* Each of the writer thread's two buffers. */
+#define PIPE_BUF_SIZE (256u << 10)
+/* A response gets the writer thread once this much of it was written
+ * (smaller ones are sent as before: a thread start costs ~20 us). */
+#define PIPE_MIN (64u << 10)
 
 struct conn {
     int rfd, wfd;
@@ -38,9 +61,16 @@ struct conn {
     int werr;                /* sticky write error */
     volatile int *intr;
     int wtimeout;
+    int pipe_mode;           /* CONN_OUTPUT_THREAD_*; set once fully confined */
+    bool pipe_skip;          /* AUTO said no for this response */
+    bool relbuf;             /* SSL_MODE_RELEASE_BUFFERS to restore after it */
+    struct outpipe *pipe;    /* the writer thread, while output is long */
+    uint64_t burst;          /* output since the client was last waited for */
     uint64_t in, out;        /* plaintext transport bytes before TLS */
     char ip[64], desc[96], tlsdesc[128], sni[256];
 };
+
+static int out_settle(struct conn *c);
 
 static int64_t now_ms(void)
 {
@@ -54,11 +84,13 @@ static int64_t deadline_of(int timeout_ms)
     return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 }
 
-/* Wait for fd readiness until the deadline (-1 = forever). */
-static int wait_fd(struct conn *c, int fd, short ev, int64_t deadline)
+/* Wait for fd readiness until the deadline (-1 = forever). Writes pass
+ * intr = false: they ignore the interrupt flag so a final BYE still goes
+ * out (and the writer thread never reads c->intr). */
+static int wait_fd(struct conn *c, int fd, short ev, int64_t deadline, bool intr)
 {
     for (;;) {
-        if (c->intr && *c->intr)
+        if (intr && c->intr && *c->intr)
             return CONN_EINTR;
         int t = -1;
         if (deadline >= 0) {
@@ -78,18 +110,18 @@ static int wait_fd(struct conn *c, int fd, short ev, int64_t deadline)
     }
 }
 
-static int ssl_wait(struct conn *c, int ret, int64_t deadline)
+static int ssl_wait(struct conn *c, int ret, int64_t deadline, bool intr)
 {
     int e = SSL_get_error(c->ssl, ret);
     switch (e) {
     case SSL_ERROR_WANT_READ:
-        return wait_fd(c, c->rfd, POLLIN, deadline);
+        return wait_fd(c, c->rfd, POLLIN, deadline, intr);
     case SSL_ERROR_WANT_WRITE:
-        return wait_fd(c, c->wfd, POLLOUT, deadline);
+        return wait_fd(c, c->wfd, POLLOUT, deadline, intr);
     case SSL_ERROR_ZERO_RETURN:
         return CONN_EOF;
     case SSL_ERROR_SYSCALL:
-        if (errno == EINTR && !(c->intr && *c->intr))
+        if (errno == EINTR && !(intr && c->intr && *c->intr))
             return 0;
         return ERR_peek_error() == 0 ? CONN_EOF : CONN_EIO;
     default:
@@ -107,7 +139,7 @@ static int transport_read(struct conn *c, unsigned char *p, size_t n, int64_t de
             int r = SSL_read(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
             if (r > 0)
                 return r;
-            int w = ssl_wait(c, r, deadline);
+            int w = ssl_wait(c, r, deadline, true);
             if (w < 0)
                 return w;
             continue;
@@ -123,13 +155,14 @@ static int transport_read(struct conn *c, unsigned char *p, size_t n, int64_t de
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return CONN_EIO;
-        int w = wait_fd(c, c->rfd, POLLIN, deadline);
+        int w = wait_fd(c, c->rfd, POLLIN, deadline, true);
         if (w < 0)
             return w;
     }
 }
 
-static int transport_write1(struct conn *c, const unsigned char *p, size_t n, int64_t deadline)
+/* Writes ignore the interrupt flag: a final BYE must still go out. */
+static int transport_write(struct conn *c, const unsigned char *p, size_t n, int64_t deadline)
 {
     while (n) {
         if (c->ssl) {
@@ -140,7 +173,7 @@ static int transport_write1(struct conn *c, const unsigned char *p, size_t n, in
                 n -= (size_t)r;
                 continue;
             }
-            int w = ssl_wait(c, r, deadline);
+            int w = ssl_wait(c, r, deadline, false);
             if (w < 0)
                 return w;
             continue;
@@ -156,21 +189,11 @@ static int transport_write1(struct conn *c, const unsigned char *p, size_t n, in
             continue;
         if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return CONN_EIO;
-        int w = wait_fd(c, c->wfd, POLLOUT, deadline);
+        int w = wait_fd(c, c->wfd, POLLOUT, deadline, false);
         if (w < 0)
             return w;
     }
     return CONN_OK;
-}
-
-/* Writes ignore the interrupt flag: a final BYE must still go out. */
-static int transport_write(struct conn *c, const unsigned char *p, size_t n, int64_t deadline)
-{
-    volatile int *save = c->intr;
-    c->intr = NULL;
-    int rc = transport_write1(c, p, n, deadline);
-    c->intr = save;
-    return rc;
 }
 
 /* Refill rbuf with at least one decoded octet. */
@@ -222,6 +245,10 @@ static int fill(struct conn *c, int64_t deadline)
 int conn_read_line(struct conn *c, struct buf *out, size_t max, int timeout_ms)
 {
     buf_reset(out);
+    if (c->pipe && out_settle(c) < 0)
+        return c->werr;
+    c->burst = 0;
+    c->pipe_skip = false;
     int64_t deadline = deadline_of(timeout_ms);
     for (;;) {
         if (c->rpos == c->rlen) {
@@ -266,6 +293,8 @@ int conn_read_line(struct conn *c, struct buf *out, size_t max, int timeout_ms)
 
 int conn_read_exact(struct conn *c, struct buf *out, uint64_t n, int timeout_ms)
 {
+    if (c->pipe && out_settle(c) < 0)
+        return c->werr;
     int64_t deadline = deadline_of(timeout_ms);
     while (n) {
         if (c->rpos == c->rlen) {
@@ -286,6 +315,10 @@ int conn_read_exact(struct conn *c, struct buf *out, uint64_t n, int timeout_ms)
 
 int conn_wait_readable(struct conn *c, int timeout_ms)
 {
+    if (c->pipe && out_settle(c) < 0)
+        return c->werr;
+    c->burst = 0;
+    c->pipe_skip = false;
     if (c->rpos < c->rlen)
         return 1;
     if (c->ssl && SSL_pending(c->ssl) > 0)
@@ -340,19 +373,119 @@ static int out_raw(struct conn *c, const unsigned char *p, size_t n, int flush)
     }
 }
 
+/* The writer thread's sink: what out_raw does for the synchronous path. */
+static int pipe_sink(void *arg, const unsigned char *p, size_t n, bool flush)
+{
+    struct conn *c = arg;
+    return out_raw(c, p, n, flush && c->z ? Z_SYNC_FLUSH : Z_NO_FLUSH);
+}
+
+/* Start the writer thread for a long response; false: stay synchronous
+ * (the thread could not be created; not tried again on this connection). */
+/* AUTO: is there a CPU for the writer? The 1-minute load average from
+ * sysinfo() (there is no /proc in the chroot) against the CPUs this
+ * process may run on. */
+static bool spare_cpu(void)
+{
+    struct sysinfo si;
+    cpu_set_t set;
+    if (sysinfo(&si) != 0 || sched_getaffinity(0, sizeof set, &set) != 0)
+        return false;
+    double load = (double)si.loads[0] / (double)(1u << SI_LOAD_SHIFT);
+    return load < (double)CPU_COUNT(&set);
+}
+
+static bool pipe_wanted(struct conn *c)
+{
+    if (c->pipe_mode == CONN_OUTPUT_THREAD_ON)
+        return true;
+    if (c->pipe_mode != CONN_OUTPUT_THREAD_AUTO || c->pipe_skip)
+        return false;
+    c->pipe_skip = !spare_cpu();   /* asked once per response */
+    return !c->pipe_skip;
+}
+
+static bool pipe_start(struct conn *c)
+{
+    /* Keep OpenSSL's write buffer while the thread runs: released after
+     * every SSL_write, it was allocated and freed in the thread's own
+     * malloc arena, which glibc trims with one madvise per 16 KiB record. */
+    c->relbuf = c->ssl && (SSL_get_mode(c->ssl) & SSL_MODE_RELEASE_BUFFERS);
+    if (c->relbuf)
+        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (outpipe_new(PIPE_BUF_SIZE, pipe_sink, c, &c->pipe) == 0) {
+        /* Corked, the kernel sends full segments instead of one per 16 KiB
+         * TLS record (accepted sockets have TCP_NODELAY); out_settle()
+         * uncorks, which sends the rest at once. The session never waits
+         * for the client without settling first, so nothing sits corked
+         * while the client waits for it. Not a TCP socket (inetd pipe):
+         * harmless failure. */
+        int one = 1;
+        (void)setsockopt(c->wfd, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
+        return true;
+    }
+    if (c->relbuf)
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    log_err("output thread unavailable, sending synchronously: %s", strerror(errno));
+    c->pipe_mode = CONN_OUTPUT_THREAD_OFF;
+    c->pipe = NULL;
+    return false;
+}
+
+/* Before any other use of the transport: wait until the writer thread has
+ * sent everything, then end it (an idle session keeps no thread or buffer).
+ * Returns the writer's error, if any (then also sticky in werr). */
+static int out_settle(struct conn *c)
+{
+    c->burst = 0;
+    c->pipe_skip = false;
+    if (!c->pipe)
+        return CONN_OK;
+    int rc = outpipe_drain(c->pipe);
+    outpipe_free(c->pipe);
+    c->pipe = NULL;
+    int zero = 0;
+    (void)setsockopt(c->wfd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    if (c->relbuf) {
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        SSL_free_buffers(c->ssl);   /* the idle session keeps none */
+    }
+    if (rc < 0 && !c->werr)
+        c->werr = rc;
+    return rc < 0 ? rc : CONN_OK;
+}
+
+static int pipe_result(struct conn *c, int rc)
+{
+    if (rc < 0)
+        c->werr = rc;
+    return rc < 0 ? rc : CONN_OK;
+}
+
 int conn_write(struct conn *c, const void *p, size_t n)
 {
     if (c->werr)
         return c->werr;
+    if (c->pipe)
+        return pipe_result(c, outpipe_write(c->pipe, p, n));
     if (c->wlen + n <= WBUF_SIZE) {
         memcpy(c->wbuf + c->wlen, p, n);
         c->wlen += n;
         return CONN_OK;
     }
+    c->burst += c->wlen;
+    if (c->pipe_mode && c->burst + n >= PIPE_MIN && pipe_wanted(c) && pipe_start(c)) {
+        int rc = outpipe_write(c->pipe, c->wbuf, c->wlen);
+        c->wlen = 0;
+        if (rc == 0)
+            rc = outpipe_write(c->pipe, p, n);
+        return pipe_result(c, rc);
+    }
     int rc = out_raw(c, c->wbuf, c->wlen, Z_NO_FLUSH);
     c->wlen = 0;
     if (rc == CONN_OK) {
         if (n >= WBUF_SIZE / 2) {
+            c->burst += n;
             rc = out_raw(c, p, n, Z_NO_FLUSH);
         } else {
             memcpy(c->wbuf, p, n);
@@ -395,6 +528,11 @@ int conn_flush(struct conn *c)
 {
     if (c->werr)
         return c->werr;
+    /* With the writer thread this only hands the data over; a send error
+     * comes back from a later write, flush or read. */
+    if (c->pipe)
+        return pipe_result(c, outpipe_flush(c->pipe));
+    c->burst += c->wlen;
     int rc = out_raw(c, c->wbuf, c->wlen, c->z ? Z_SYNC_FLUSH : Z_NO_FLUSH);
     c->wlen = 0;
     if (rc < 0)
@@ -437,7 +575,7 @@ static int handshake(struct conn *c, int timeout_ms, const char **err)
         int r = SSL_accept(c->ssl);
         if (r == 1)
             break;
-        int w = ssl_wait(c, r, deadline);
+        int w = ssl_wait(c, r, deadline, true);
         if (w < 0) {
             static char msg[256];
             unsigned long e = ERR_peek_error();
@@ -483,6 +621,8 @@ int conn_starttls(struct conn *c, const char **err)
         return CONN_EIO;
     }
     int rc = conn_flush(c);
+    if (rc == CONN_OK)
+        rc = out_settle(c);
     if (rc < 0) {
         *err = "write failed";
         return rc;
@@ -512,6 +652,8 @@ int conn_compress(struct conn *c, const char **err)
         return CONN_EIO;
     }
     int rc = conn_flush(c);
+    if (rc == CONN_OK)
+        rc = out_settle(c);
     if (rc < 0) {
         *err = "write failed";
         return rc;
@@ -562,13 +704,18 @@ const char *conn_peer_desc(const struct conn *c)
     return c->desc;
 }
 
+/* The counters live in the SSL BIOs, which the writer thread may be using:
+ * settle first (the object is never const to its owner, so the cast is
+ * defined). */
 uint64_t conn_bytes_in(const struct conn *c)
 {
+    out_settle((struct conn *)c);
     return c->in + (c->ssl ? BIO_number_read(SSL_get_rbio(c->ssl)) : 0);
 }
 
 uint64_t conn_bytes_out(const struct conn *c)
 {
+    out_settle((struct conn *)c);
     return c->out + (c->ssl ? BIO_number_written(SSL_get_wbio(c->ssl)) : 0);
 }
 
@@ -626,6 +773,7 @@ void conn_free(struct conn *c)
         return;
     if (!c->werr && c->wlen)
         conn_flush(c);
+    out_settle(c);
     if (c->ssl) {
         SSL_shutdown(c->ssl);   /* best effort, non-blocking */
         SSL_free(c->ssl);
@@ -650,5 +798,12 @@ void conn_set_interrupt(struct conn *c, volatile int *flag)
 
 void conn_set_write_timeout(struct conn *c, int timeout_ms)
 {
+    out_settle(c);   /* the writer thread reads wtimeout */
     c->wtimeout = timeout_ms;
+}
+
+void conn_set_output_thread(struct conn *c, int mode)
+{
+    out_settle(c);
+    c->pipe_mode = mode;
 }

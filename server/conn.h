@@ -68,5 +68,21 @@ void conn_set_interrupt(struct conn *c, volatile int *flag);
 void conn_set_write_timeout(struct conn *c, int timeout_ms);
 /* Hand the TLS server name (SNI) the client asked for, or NULL. */
 const char *conn_tls_sni(const struct conn *c);
+/* A writer thread for long responses: output beyond 64 KiB of one
+ * response is then compressed, encrypted and sent by a second thread
+ * while the caller builds the rest (bounded: 2 x 256 KiB; the thread and
+ * buffers exist only until the caller next reads or waits). ON: for every
+ * long response; AUTO: only while the 1-minute load average is below the
+ * number of CPUs (on a saturated machine a second thread only adds CPU). Enable it
+ * only once the process is fully confined (after setuid, chroot and the
+ * last Landlock step): a thread keeps the confinement it was created
+ * with. If the thread cannot be created, output stays synchronous.
+ * Default OFF. With a thread, conn_flush() hands the data over and
+ * returns; a send error is returned by a later conn_write/conn_flush or
+ * by the next read or wait. */
+#define CONN_OUTPUT_THREAD_OFF  0
+#define CONN_OUTPUT_THREAD_ON   1
+#define CONN_OUTPUT_THREAD_AUTO 2
+void conn_set_output_thread(struct conn *c, int mode);
 
 #endif

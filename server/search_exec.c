@@ -277,12 +277,26 @@ out:
     return rc;
 }
 
-static int index_filter(struct ex *x, const struct search_node *n, int f1, int f2,
-                        struct cand *c, size_t *m)
+static void close_sources(struct tri_src *src, size_t ns)
+{
+    for (size_t k = 0; k < ns; k++) {
+        if (src[k].open1)
+            ix_cursor_close(&src[k].c1);
+        if (src[k].open2)
+            ix_cursor_close(&src[k].c2);
+    }
+    free(src);
+}
+
+/* One source per distinct trigram of the key (its offsets as a bit set). */
+static int open_sources(struct ex *x, const struct search_node *n, int f1, int f2,
+                        struct tri_src **out, size_t *nout)
 {
     size_t ntri = n->klen - 2, ns = 0;
     struct tri_src *src = calloc(ntri, sizeof *src);
     int rc = STORE_OK;
+    *out = NULL;
+    *nout = 0;
     if (!src) {
         *x->err = "out of memory";
         return STORE_EIO;
@@ -304,20 +318,46 @@ static int index_filter(struct ex *x, const struct search_node *n, int f1, int f
                 s->open2 = s->two = true;
         }
     }
-    if (rc == STORE_OK)
-        rc = leapfrog(src, ns, c, m);
-    for (size_t k = 0; k < ns; k++) {
-        if (src[k].open1)
-            ix_cursor_close(&src[k].c1);
-        if (src[k].open2)
-            ix_cursor_close(&src[k].c2);
+    if (rc) {
+        close_sources(src, ns);
+        *x->err = rc == STORE_ECORRUPT ? "text index is corrupt: run `coffer verify` and `coffer reindex`"
+                                       : "cannot read the text index";
+        return rc;
     }
-    free(src);
+    *out = src;
+    *nout = ns;
+    return STORE_OK;
+}
+
+static int index_filter(struct ex *x, const struct search_node *n, int f1, int f2,
+                        struct cand *c, size_t *m)
+{
+    struct tri_src *src;
+    size_t ns;
+    int rc = open_sources(x, n, f1, f2, &src, &ns);
+    if (rc)
+        return rc;
+    rc = leapfrog(src, ns, c, m);
+    close_sources(src, ns);
     if (rc == STORE_ECORRUPT)
         *x->err = "text index is corrupt: run `coffer verify` and `coffer reindex`";
     else if (rc)
         *x->err = "cannot read the text index";
     return rc;
+}
+
+/* The index fields a text key's trigrams are looked up in. */
+static void text_fields(const struct search_node *n, int *f1, int *f2)
+{
+    *f2 = -1;
+    if (n->type == SK_BODY)
+        *f1 = MT_BODY;
+    else if (n->type == SK_TEXT)
+        *f1 = MT_HDR, *f2 = MT_BODY;
+    else if (n->field == MT__N)
+        *f1 = MT_HDR;
+    else
+        *f1 = n->field;
 }
 
 static bool slice_contains(const struct ix_text *t, const unsigned char *key, size_t klen)
@@ -411,15 +451,8 @@ static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S
             c[m++] = (struct cand){ x->refs[i].msgnum, i };
     int rc = STORE_OK;
     if (m > 0 && n->klen >= 3 && !n->exists_only && x->dbs) {
-        int f1, f2 = -1;
-        if (n->type == SK_BODY)
-            f1 = MT_BODY;
-        else if (n->type == SK_TEXT)
-            f1 = MT_HDR, f2 = MT_BODY;
-        else if (n->field == MT__N)
-            f1 = MT_HDR;
-        else
-            f1 = n->field;
+        int f1, f2;
+        text_fields(n, &f1, &f2);
         /* UID order is nearly always msgnum order (one import): sort only
          * when it is not */
         bool sorted = true;
@@ -574,6 +607,170 @@ static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uin
     return rc;
 }
 
+/* ---- starting from the index ----
+ *
+ * Mapping the view to message numbers means walking the mailbox's whole
+ * message table (4.3 ms at 100,000 messages, linear). When the program is
+ * an AND (or a single key) with an indexed text key, every match is among
+ * that key's index candidates, so the executor intersects the key's
+ * trigram lists over the whole instance first, maps those few message
+ * numbers to UIDs through the index's member map, reads only their
+ * msg_ref records, and runs the program on them alone: the cost follows
+ * the candidates, not the mailbox. Results stay exact: the program still
+ * confirms every key on every candidate. Too many candidates (a common
+ * word), and the walk is cheaper: the executor falls back to it. */
+
+static bool is_anchor(const struct search_node *n)
+{
+    return (n->type == SK_BODY || n->type == SK_TEXT || n->type == SK_HEADER) &&
+           !n->exists_only && n->klen >= 3;
+}
+
+static const struct search_node *find_anchor(const struct search_node *root)
+{
+    if (is_anchor(root))
+        return root;
+    const struct search_node *best = NULL;
+    if (root->type == SK_AND)
+        for (size_t k = 0; k < root->nkids; k++)
+            if (is_anchor(root->kids[k]) && (!best || root->kids[k]->klen > best->klen))
+                best = root->kids[k];     /* more trigrams: fewer candidates, as a rule */
+    return best;
+}
+
+/* Message numbers holding every trigram of the key at agreeing positions:
+ * up to cap of them in out (*over when there are more). */
+static int index_all(struct tri_src *src, size_t ns, uint64_t *out, size_t cap, size_t *m,
+                     bool *over)
+{
+    uint64_t t = 0, v = 0;
+    size_t first = 0;
+    *m = 0;
+    *over = false;
+    for (;;) {
+        bool all = true;
+        for (size_t k = 0; k < ns; k++) {
+            size_t j = (first + k) % ns;     /* the last one that missed first */
+            int r = src_seek(&src[j], t, &v);
+            if (r <= 0)
+                return r;                     /* error, or a source is exhausted */
+            if (v != t) {
+                first = j;
+                t = v;
+                all = false;
+                break;
+            }
+        }
+        if (!all)
+            continue;
+        if (masks_agree(src, ns, t)) {
+            if (*m == cap) {
+                *over = true;
+                return STORE_OK;
+            }
+            out[(*m)++] = t;
+        }
+        if (t == UINT64_MAX)
+            return STORE_OK;
+        t++;
+    }
+}
+
+static size_t view_find(const struct search_view *v, uint32_t uid)
+{
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v->uids[mid] < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < v->n && v->uids[lo] == uid ? lo : SIZE_MAX;
+}
+
+/* 1: S holds the anchor's candidates (refs loaded for them); 0: not
+ * applicable or too many candidates (walk instead); <0: error. */
+static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *S)
+{
+    const struct search_node *a = find_anchor(p->root);
+    if (!a || !x->dbs || !ix_members_complete(x->txn, x->dbs))
+        return 0;
+    const struct search_view *v = x->v;
+    size_t cap = v->n / 64 + 256, m = 0;
+    int f1, f2;
+    text_fields(a, &f1, &f2);
+    struct tri_src *src;
+    size_t ns;
+    int rc = open_sources(x, a, f1, f2, &src, &ns);
+    if (rc)
+        return rc;
+    uint64_t *nums = malloc(cap * sizeof *nums);
+    bool over = false;
+    if (!nums) {
+        close_sources(src, ns);
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    rc = index_all(src, ns, nums, cap, &m, &over);
+    close_sources(src, ns);
+    if (rc || over) {
+        free(nums);
+        if (rc)
+            *x->err = rc == STORE_ECORRUPT
+                ? "text index is corrupt: run `coffer verify` and `coffer reindex`"
+                : "cannot read the text index";
+        return rc ? rc : 0;
+    }
+    MDB_cursor *mc;
+    if ((rc = ix_members_open(x->txn, x->dbs, &mc)) != STORE_OK) {
+        free(nums);
+        return rc == STORE_ENOTFOUND ? 0 : rc;
+    }
+    memset(S, 0, v->n);
+    int res = 1;
+    for (size_t j = 0; j < m && res == 1; j++) {
+        uint32_t uids[16];
+        size_t nu;
+        rc = ix_members_get(mc, nums[j], v->mbox_id, uids, 16, &nu);
+        if (rc) {
+            *x->err = "text index member map is corrupt: run `coffer reindex`";
+            res = rc;
+            break;
+        }
+        if (nu > 16) {
+            res = 0;                  /* one message 17 times in a mailbox: walk */
+            break;
+        }
+        for (size_t u = 0; u < nu; u++) {
+            size_t i = view_find(v, uids[u]);
+            if (i == SIZE_MAX || x->have[i])
+                continue;
+            struct msg_ref r;
+            rc = inst_msg_get(x->in, v->mbox_id, uids[u], &r);
+            if (rc == STORE_ENOTFOUND)
+                continue;
+            if (rc) {
+                *x->err = "cannot read the mailbox";
+                res = rc;
+                break;
+            }
+            if (r.msgnum != nums[j])
+                continue;             /* stale member: the program never sees it */
+            x->refs[i] = r;
+            x->have[i] = 1;
+            S[i] = 1;
+        }
+    }
+    mdb_cursor_close(mc);
+    free(nums);
+    if (res == 0) {
+        memset(x->have, 0, v->n);
+        memset(S, 0, v->n);
+    }
+    return res;
+}
+
 int search_exec(struct inst *in, const struct search_view *v,
                 const struct search_prog *p, uint8_t *match, const char **err)
 {
@@ -605,14 +802,19 @@ int search_exec(struct inst *in, const struct search_view *v,
         rc = STORE_EIO;
         goto out;
     }
-    rc = inst_msgs_walk(in, v->mbox_id, v->uids[0], walk_cb, &x);
-    if (rc < 0) {
-        *x.err = "cannot read the mailbox";
+    rc = start_from_index(&x, p, S);
+    if (rc < 0)
         goto out;
+    if (rc == 0) {
+        rc = inst_msgs_walk(in, v->mbox_id, v->uids[0], walk_cb, &x);
+        if (rc < 0) {
+            *x.err = "cannot read the mailbox";
+            goto out;
+        }
+        for (size_t i = 0; i < nv; i++)
+            S[i] = x.have[i];
     }
     rc = STORE_OK;
-    for (size_t i = 0; i < nv; i++)
-        S[i] = x.have[i];
     rc = eval(&x, p->root, S, match);
 out:
     mailtext_free(&x.mt);

@@ -46,9 +46,16 @@ const char *store_strerror(int code)
     case STORE_EBUSY: return "another coffer process is writing (use --wait)";
     case STORE_EFULL: return "store full (LMDB map or disk full)";
     case STORE_EVERSION: return "store schema version mismatch (run `coffer upgrade`)";
+    case STORE_EREADERS: return "LMDB reader table full";
     default: return "unknown error";
     }
 }
+
+/* The reader table of the env whose read txn last found it full: every
+ * process that opens an env adopts the table size of its lock.mdb, and
+ * only a process opening it while no other has it open (LMDB then holds
+ * the exclusive lock) may grow the file to its own max_readers. */
+static _Thread_local char readers_hint[200] = " (reader table full)";
 
 /* Map an LMDB/errno code to a STORE_E* code with a message naming `what`. */
 int store_mdb_err(int rc, const char *what, const char **err)
@@ -63,6 +70,8 @@ int store_mdb_err(int rc, const char *what, const char **err)
     case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
         code = STORE_ECORRUPT; break;
     case MDB_VERSION_MISMATCH: code = STORE_EVERSION; break;
+    case MDB_READERS_FULL: code = STORE_EREADERS;
+        hint = readers_hint; break;
     case EACCES: case EPERM: code = STORE_EIO;
         hint = " (files must belong to the coffer user)"; break;
     default: code = STORE_EIO; break;
@@ -152,6 +161,14 @@ int store_txn_begin(MDB_env *env, bool rdonly, MDB_txn **out)
             mdb_reader_check(env, &dead);
             readers_retry = 1;
             continue;
+        }
+        if (rc == MDB_READERS_FULL) {
+            MDB_envinfo info;
+            if (mdb_env_info(env, &info) == 0)
+                snprintf(readers_hint, sizeof readers_hint,
+                         " (reader table full: %u slots, %u in use; its size changes only "
+                         "when no process has this store open)",
+                         info.me_maxreaders, info.me_numreaders);
         }
         if (rc == MDB_MAP_RESIZED) {
             mdb_env_set_mapsize(env, 0);

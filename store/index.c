@@ -12,6 +12,14 @@
  *            octets each, MT_BODY..MT_MSGID): the executor confirms a
  *            candidate against it without decoding the message again
  *   ix_sdir, ix_l0, ix_l1, ix_l2: posting segments (index_int.h)
+ *   ix_mem   msgnum u64 BE, mailbox id u32 BE, UID u32 BE -> empty: where
+ *            each message is (the reverse of the store's mmsg), so SEARCH
+ *            can start from the index's candidates and look up only those
+ *            instead of walking the whole mailbox. Optional: indexes from
+ *            before it have none (opened by a writer: created empty). The
+ *            executor trusts it only while ix_meta "members" -> "1" says it
+ *            covers every mmsg record: set when the index is created with
+ *            the instance, and by a full reindex, which refills it.
  * Version 1 kept every (field, trigram) list in one database, ix_post,
  * updated in place: every import transaction rewrote a page per list it
  * touched, so the cost of a batch grew with the archive (5.5 GB written
@@ -30,12 +38,13 @@
 #define NFIELDS (MT_MSGID + 1)
 
 _Static_assert(NFIELDS == IX_NFIELDS, "index_int.h field count");
-_Static_assert(IX_NDBI <= sizeof ((struct index_dbs *)0)->dbi / sizeof (MDB_dbi), "dbi room");
+_Static_assert(DBI_MEM < sizeof ((struct index_dbs *)0)->dbi / sizeof (MDB_dbi), "dbi room");
 
-static const char *const dbnames[IX_NDBI] = { "ix_meta", "ix_doc", "ix_text", "ix_sdir",
-                                              "ix_l0", "ix_l1", "ix_l2" };
+static const char *const dbnames[DBI_MEM + 1] = { "ix_meta", "ix_doc", "ix_text", "ix_sdir",
+                                                  "ix_l0", "ix_l1", "ix_l2", "ix_mem" };
 static const MDB_val k_version = { 7, (void *)"version" };
 static const MDB_val k_incomplete = { 10, (void *)"incomplete" };
+static const MDB_val k_members = { 7, (void *)"members" };
 
 static int mdb_fail(int rc, const char *what, const char **err)
 {
@@ -103,6 +112,12 @@ int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **er
             return mdb_fail(rc, "opening the text index", err);
     }
     dbs->n = IX_NDBI;
+    /* ix_mem came later: a reader of an older index goes without it */
+    rc = mdb_dbi_open(txn, dbnames[DBI_MEM], create ? MDB_CREATE : 0, &dbs->dbi[DBI_MEM]);
+    if (rc == 0)
+        dbs->n = DBI_MEM + 1;
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(rc, "opening the text index", err);
     if ((fresh && create) || migrated) {
         unsigned char b[4];
         put_be32(b, INDEX_VERSION);
@@ -110,6 +125,11 @@ int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **er
         k = k_version;
         if ((rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0)) ||
             (migrated && (rc = set_incomplete(txn, dbs, true))))
+            return mdb_fail(rc, "writing the text index version", err);
+        /* created with the instance: every message to come is added */
+        k = k_members;
+        v = (MDB_val){ 1, (void *)"1" };
+        if (fresh && (rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0)))
             return mdb_fail(rc, "writing the text index version", err);
     }
     return STORE_OK;
@@ -124,7 +144,63 @@ bool ix_complete(MDB_txn *txn, const struct index_dbs *dbs)
 int index_mark_complete(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
 {
     int rc = set_incomplete(txn, dbs, false);
+    if (rc == 0 && dbs->n > DBI_MEM) {
+        MDB_val k = k_members, v = { 1, (void *)"1" };
+        rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0);
+    }
     return rc ? mdb_fail(rc, "writing the text index", err) : STORE_OK;
+}
+
+bool ix_members_complete(MDB_txn *txn, const struct index_dbs *dbs)
+{
+    MDB_val k = k_members, v;
+    return dbs->n > DBI_MEM && mdb_get(txn, dbs->dbi[DBI_META], &k, &v) == 0 &&
+           v.mv_size == 1 && *(const char *)v.mv_data == '1';
+}
+
+int index_add_member(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                     uint32_t mbox_id, uint32_t uid, const char **err)
+{
+    if (dbs->n <= DBI_MEM)
+        return STORE_OK;
+    unsigned char key[IX_MEMKEY];
+    put_be64(key, msgnum);
+    put_be32(key + 8, mbox_id);
+    put_be32(key + 12, uid);
+    MDB_val k = { IX_MEMKEY, key }, v = { 0, key };
+    int rc = mdb_put(txn, dbs->dbi[DBI_MEM], &k, &v, 0);
+    return rc ? mdb_fail(rc, "updating the text index", err) : STORE_OK;
+}
+
+int ix_members_open(MDB_txn *txn, const struct index_dbs *dbs, MDB_cursor **c)
+{
+    *c = NULL;
+    if (dbs->n <= DBI_MEM)
+        return STORE_ENOTFOUND;
+    return mdb_cursor_open(txn, dbs->dbi[DBI_MEM], c) ? STORE_EIO : STORE_OK;
+}
+
+int ix_members_get(MDB_cursor *c, uint64_t msgnum, uint32_t mbox_id, uint32_t *uids,
+                   size_t cap, size_t *n)
+{
+    unsigned char key[IX_MEMKEY];
+    put_be64(key, msgnum);
+    put_be32(key + 8, mbox_id);
+    put_be32(key + 12, 0);
+    MDB_val k = { IX_MEMKEY, key }, v;
+    *n = 0;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != IX_MEMKEY)
+            return STORE_ECORRUPT;
+        const unsigned char *p = k.mv_data;
+        if (get_be64(p) != msgnum || get_be32(p + 8) != mbox_id)
+            return STORE_OK;
+        if (*n < cap)
+            uids[*n] = get_be32(p + 12);
+        (*n)++;
+    }
+    return rc == MDB_NOTFOUND ? STORE_OK : STORE_EIO;
 }
 
 /* LSD radix sort of keys below 2^bits: trigram lists are long (one per
@@ -537,7 +613,11 @@ int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
             return mdb_fail(rc, "clearing the text index", err);
     }
     /* until the caller's rebuild calls index_mark_complete() */
-    int rc = set_incomplete(txn, dbs, true);
+    MDB_val mk = k_members;
+    int rc = mdb_del(txn, dbs->dbi[DBI_META], &mk, NULL);
+    if (rc && rc != MDB_NOTFOUND)
+        return mdb_fail(rc, "clearing the text index", err);
+    rc = set_incomplete(txn, dbs, true);
     return rc ? mdb_fail(rc, "clearing the text index", err) : STORE_OK;
 }
 

@@ -41,11 +41,18 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
 int index_batch_begin(MDB_txn *txn, const struct index_dbs *dbs);
 int index_flush(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
 void index_discard(void);
+/* Record that message msgnum is UID uid of mailbox mbox_id (every store
+ * of a (mailbox, UID) record calls it, in the same transaction), so that
+ * SEARCH can map index candidates to UIDs without walking the mailbox. */
+int index_add_member(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
+                     uint32_t mbox_id, uint32_t uid, const char **err);
 /* Drop one message's postings (reindex, purge). */
 int index_remove_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                          const char **err);
 /* Drop everything (before a full reindex); marks the index incomplete
- * (searches scan) until index_mark_complete() ends the rebuild. */
+ * (searches scan) until index_mark_complete() ends the rebuild, which
+ * must have re-added every message's postings and every member
+ * (index_add_member for each (mailbox, UID) record). */
 int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
 int index_mark_complete(MDB_txn *txn, const struct index_dbs *dbs, const char **err);
 /* Check CRCs and structure; report problems through cb; returns count. */

@@ -30,7 +30,9 @@
 #define DBI_TEXT 2
 #define DBI_SDIR 3
 #define DBI_L0 4                 /* level L is dbi[DBI_L0 + L] */
-#define IX_NDBI (DBI_L0 + IX_LEVELS)
+#define IX_NDBI (DBI_L0 + IX_LEVELS)   /* the databases every format 2 index has */
+#define DBI_MEM IX_NDBI                /* optional ix_mem (index.c) */
+#define IX_MEMKEY 16
 
 #define IX_KEYLEN 16
 #define IX_VHDR 14

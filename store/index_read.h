@@ -31,6 +31,7 @@ struct ix_cursor {
     struct ix_seg *seg;             /* this cursor's copy of the segments, by lo */
     size_t nseg, first;             /* segments before first are exhausted */
     size_t bseg;                    /* segment of the decoded block, or SIZE_MAX */
+    bool at_block;                  /* cur[level of bseg] is on the decoded block */
     struct ix_ent ent[IX_BLOCK_MAX_ENTRIES];
     size_t n, pos;                  /* decoded block, next position */
     uint8_t mask;                   /* of the posting the last seek returned */
@@ -65,5 +66,16 @@ bool ix_has_doc(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum);
 /* Does the index cover every message? False after a format migration or
  * while `coffer reindex` runs: the executor must then scan instead. */
 bool ix_complete(MDB_txn *txn, const struct index_dbs *dbs);
+
+/* Can the member map (index_add_member) be trusted to list every
+ * (mailbox, UID) of every message? False for indexes built before it. */
+bool ix_members_complete(MDB_txn *txn, const struct index_dbs *dbs);
+/* A cursor for ix_members_get (close with mdb_cursor_close);
+ * STORE_ENOTFOUND when the index has no member map. */
+int ix_members_open(MDB_txn *txn, const struct index_dbs *dbs, MDB_cursor **c);
+/* The UIDs msgnum has in mailbox mbox_id, ascending: *n of them, of which
+ * the first min(*n, cap) are stored in uids. */
+int ix_members_get(MDB_cursor *c, uint64_t msgnum, uint32_t mbox_id, uint32_t *uids,
+                   size_t cap, size_t *n);
 
 #endif

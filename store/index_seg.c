@@ -621,13 +621,37 @@ static bool same_list(const struct ix_cursor *c, uint32_t id, const MDB_val *k)
            memcmp((unsigned char *)k->mv_data + 4, c->ft, 4) == 0;
 }
 
-static int load(struct ix_cursor *c, size_t si, const MDB_val *k, const MDB_val *v)
+static int load(struct ix_cursor *c, size_t si, const MDB_val *k, const MDB_val *v, bool at)
 {
+    c->bseg = SIZE_MAX;
+    c->at_block = false;
     if (block_decode(k->mv_data, v, c->ent, &c->n))
         return STORE_ECORRUPT;
     c->pos = 0;
     c->bseg = si;
+    c->at_block = at;
     return STORE_OK;
+}
+
+/* The target lies past the decoded block of segment si: most often in the
+ * next block of the list (a dense list read in order), which MDB_NEXT
+ * reaches without a descent from the root. 1: loaded and it covers the
+ * target; 0: not there (seek instead); -1 the list ended (*done). */
+static int next_block(struct ix_cursor *c, size_t si, uint64_t target, bool *done)
+{
+    struct ix_seg *s = &c->seg[si];
+    MDB_val k, v;
+    *done = false;
+    int rc = mdb_cursor_get(c->cur[s->level], &k, &v, MDB_NEXT);
+    if (rc && rc != MDB_NOTFOUND)
+        return STORE_EIO;
+    if (rc == MDB_NOTFOUND || !same_list(c, s->id, &k)) {
+        *done = true;
+        return 0;
+    }
+    if (load(c, si, &k, &v, true))
+        return STORE_ECORRUPT;
+    return c->ent[c->n - 1].msgnum >= target;
 }
 
 /* Smallest posting >= target in segment si: 1 with *out and its *mask,
@@ -636,7 +660,19 @@ static int seg_seek(struct ix_cursor *c, size_t si, uint64_t target, uint64_t *o
                     uint8_t *mask)
 {
     struct ix_seg *s = &c->seg[si];
-    if (c->bseg != si || c->ent[c->n - 1].msgnum < target) {
+    int near = 0;
+    if (c->bseg == si && c->at_block && c->ent[c->n - 1].msgnum < target) {
+        bool done;
+        near = next_block(c, si, target, &done);
+        if (near < 0)
+            return near;
+        if (done) {
+            s->done = true;
+            c->bseg = SIZE_MAX;
+            return 0;
+        }
+    }
+    if (!near && (c->bseg != si || c->ent[c->n - 1].msgnum < target)) {
         MDB_cursor *mc = c->cur[s->level];
         unsigned char key[IX_KEYLEN];
         make_key(key, s->id, c->ft, target);
@@ -652,7 +688,7 @@ static int seg_seek(struct ix_cursor *c, size_t si, uint64_t target, uint64_t *o
             MDB_val pk, pv;
             int prc = mdb_cursor_get(mc, &pk, &pv, rc == 0 ? MDB_PREV : MDB_LAST);
             if (prc == 0 && same_list(c, s->id, &pk)) {
-                if (load(c, si, &pk, &pv))
+                if (load(c, si, &pk, &pv, true))
                     return STORE_ECORRUPT;
                 loaded = c->ent[c->n - 1].msgnum >= target;
             } else if (prc && prc != MDB_NOTFOUND) {
@@ -666,12 +702,23 @@ static int seg_seek(struct ix_cursor *c, size_t si, uint64_t target, uint64_t *o
                 c->bseg = SIZE_MAX;
                 return 0;
             }
-            if (load(c, si, &k, &v))
+            /* the cursor is on the block before (or on k when exact) */
+            if (load(c, si, &k, &v, exact))
                 return STORE_ECORRUPT;
         }
     }
-    /* binary search from pos: the first entry >= target */
+    /* the first entry >= target, from pos: gallop, then bisect (a join
+     * mostly moves a few entries at a time) */
     size_t lo = c->pos, hi = c->n;
+    if (lo < hi && c->ent[lo].msgnum < target) {
+        size_t b = lo, step = 1;              /* ent[b] < target */
+        while (b + step < c->n && c->ent[b + step].msgnum < target) {
+            b += step;
+            step <<= 1;
+        }
+        lo = b + 1;
+        hi = b + step < c->n ? b + step : c->n;   /* ent[hi] >= target, if any */
+    }
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (c->ent[mid].msgnum < target)

@@ -224,6 +224,9 @@ void inst_close(struct inst *in)
 {
     if (!in)
         return;
+    for (int i = 0; i < DB__N; i++)
+        if (in->cur[i])
+            mdb_cursor_close(in->cur[i]);
     if (in->wr)
         mdb_txn_abort(in->wr);
     if (in->rd)
@@ -262,7 +265,59 @@ int inst_rd_begin(struct inst *in)
         return store_mdb_err(rc, "read transaction", NULL);
     }
     in->rd_active = true;
+    in->rd_gen++;               /* store_get renews its cursors lazily */
     return STORE_OK;
+}
+
+/* A read txn's cursors outlive it (LMDB: closed explicitly, renewable),
+ * so a FETCH over 1:* positions them once and then mostly finds the next
+ * message's records on the leaf page it is on: mdb_cursor_get(MDB_SET)
+ * checks the current page's first and last keys before searching from
+ * the root. */
+int store_get(struct inst *in, MDB_txn *txn, int db, MDB_val *k, MDB_val *v)
+{
+    if (in->wr || !in->rd_active || txn != in->rd)
+        return mdb_get(txn, in->dbi[db], k, v);
+    MDB_cursor *c = in->cur[db];
+    if (!c) {
+        if (mdb_cursor_open(txn, in->dbi[db], &c))
+            return mdb_get(txn, in->dbi[db], k, v);
+        in->cur[db] = c;
+        in->cur_gen[db] = in->rd_gen;
+        in->cur_skip[db] = 1;
+    } else if (in->cur_gen[db] != in->rd_gen) {
+        if (mdb_cursor_renew(txn, c)) {
+            mdb_cursor_close(c);
+            in->cur[db] = NULL;
+            return mdb_get(txn, in->dbi[db], k, v);
+        }
+        in->cur_gen[db] = in->rd_gen;
+        in->cur_skip[db] = 1;
+    }
+    /* FETCH 1:* reads mmsg, msg and info in key order: the next record
+     * is usually the wanted one, and MDB_NEXT is cheaper than a page
+     * search. After a miss, plain seeks for a while (the chunk ids of a
+     * folder open's header chunks are not consecutive). */
+    if (in->cur_skip[db] == 0) {
+        MDB_val nk, nv;
+        /* up to 4 steps: a folder open reads one header chunk per message,
+         * with the message's few body chunks between two of them */
+        for (int step = 0; step < 4; step++) {
+            if (mdb_cursor_get(c, &nk, &nv, MDB_NEXT) != 0 || nk.mv_size != k->mv_size)
+                break;
+            int d = memcmp(nk.mv_data, k->mv_data, k->mv_size);
+            if (d == 0) {
+                *v = nv;
+                return 0;
+            }
+            if (d > 0)
+                break;
+        }
+        in->cur_skip[db] = 16;
+    } else {
+        in->cur_skip[db]--;
+    }
+    return mdb_cursor_get(c, k, v, MDB_SET);
 }
 
 void inst_rd_end(struct inst *in)
@@ -515,7 +570,7 @@ int inst_msg_get(struct inst *in, uint32_t mbox_id, uint32_t uid, struct msg_ref
     put_be32(key, mbox_id);
     put_be32(key + 4, uid);
     MDB_val k = {8, key}, v;
-    int rc = mdb_get(txn, in->dbi[DB_MMSG], &k, &v);
+    int rc = store_get(in, txn, DB_MMSG, &k, &v);
     if (rc == MDB_NOTFOUND)
         return STORE_ENOTFOUND;
     if (rc)
@@ -531,7 +586,7 @@ int inst_msg_info(struct inst *in, uint64_t msgnum, const void **data, size_t *l
     unsigned char key[8];
     put_be64(key, msgnum);
     MDB_val k = {8, key}, v;
-    int rc = mdb_get(txn, in->dbi[DB_INFO], &k, &v);
+    int rc = store_get(in, txn, DB_INFO, &k, &v);
     if (rc == MDB_NOTFOUND)
         return STORE_ENOTFOUND;
     if (rc)
@@ -552,7 +607,7 @@ static int get_msg_rec(struct inst *in, MDB_txn *txn, uint64_t msgnum, struct ms
     unsigned char key[8];
     put_be64(key, msgnum);
     MDB_val k = {8, key}, v;
-    int rc = mdb_get(txn, in->dbi[DB_MSG], &k, &v);
+    int rc = store_get(in, txn, DB_MSG, &k, &v);
     if (rc == MDB_NOTFOUND)
         return STORE_ENOTFOUND;
     if (rc)
@@ -652,18 +707,20 @@ void inst_release_pages(struct inst *in)
         inst_release_map(in);
 }
 
-/* Decompress chunk i of a message into in->scratch[0]. */
-static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
-                      const struct msg_chunk *c)
+/* The raw octets of chunk i of a message: *data points into the map (a
+ * stored frame) or into in->scratch[0] (decompressed there). */
+static int view_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i,
+                      const struct msg_chunk *c, const unsigned char **data)
 {
     if (c->chunk_id) {
         const void *fr = NULL;
         size_t fl = 0;
-        int r = chunk_load(in, txn, c->chunk_id, c->raw_len, c->stored_len, &in->scratch[0], &fr,
-                           &fl);
+        int r = chunk_view(in, txn, c->chunk_id, c->raw_len, c->stored_len, &in->scratch[0], data,
+                           &fr, &fl);
         /* content-defined chunks are ~8 KiB: drop every frame that has
          * overflow pages of its own, or reading a big message would map
-         * it all */
+         * it all (a frame served from the map stays readable: dropped
+         * pages fault back in from the page cache) */
         if (fr && fl >= 4096)
             drop_window(in, fr, fl);
         return r;
@@ -689,6 +746,7 @@ static int load_chunk(struct inst *in, MDB_txn *txn, uint64_t msgnum, uint32_t i
     if (ZSTD_isError(n) || n != c->raw_len)
         return STORE_ECORRUPT;
     b->len = n;
+    *data = b->data;
     return STORE_OK;
 }
 
@@ -705,9 +763,10 @@ int inst_msg_raw(struct inst *in, uint64_t msgnum,
     for (uint32_t i = 0; i < m.nchunks; i++) {
         struct msg_chunk c;
         msg_rec_chunk(&m, i, &c);
-        if ((rc = load_chunk(in, txn, msgnum, i, &c)))
+        const unsigned char *p;
+        if ((rc = view_chunk(in, txn, msgnum, i, &c, &p)))
             return rc;
-        if ((rc = sink(ctx, in->scratch[0].data, in->scratch[0].len)))
+        if ((rc = sink(ctx, p, c.raw_len)))
             return rc;
     }
     return STORE_OK;
@@ -748,10 +807,10 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
             continue;
         if (cs >= end)
             break;
-        if ((rc = load_chunk(in, txn, msgnum, i, &c)))
+        const unsigned char *p;
+        if ((rc = view_chunk(in, txn, msgnum, i, &c, &p)))
             return rc;
-        const unsigned char *p = in->scratch[0].data;
-        size_t n = in->scratch[0].len;
+        size_t n = c.raw_len;
         uint64_t s = off - cs;
         uint64_t e = (end < ce ? end : ce) - cs;
         if (c.canon_len != c.raw_len) {
@@ -772,6 +831,96 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
             return rc;
         off = cs + e;
     }
+    return STORE_OK;
+}
+
+int inst_msg_read_buf(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
+                      struct buf *out)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    struct msg_rec m;
+    int rc = get_msg_rec(in, txn, msgnum, &m);
+    if (rc)
+        return rc;
+    if (off >= m.canon_size)
+        return STORE_OK;
+    if (len > m.canon_size - off)
+        len = m.canon_size - off;
+    uint64_t end = off + len;
+    if (buf_reserve(out, (size_t)len))
+        return STORE_EIO;
+    uint32_t lo = 0, hi = m.nchunks;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        struct msg_chunk c;
+        msg_rec_chunk(&m, mid, &c);
+        if (c.canon_off + c.canon_len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t i = lo; i < m.nchunks && off < end; i++) {
+        struct msg_chunk c;
+        msg_rec_chunk(&m, i, &c);
+        uint64_t cs = c.canon_off, ce = c.canon_off + c.canon_len;
+        if (ce <= off)
+            continue;
+        if (cs >= end)
+            break;
+        const unsigned char *p;
+        if ((rc = view_chunk(in, txn, msgnum, i, &c, &p)))
+            return rc;
+        size_t n = c.raw_len;
+        uint64_t s = off - cs, e = (end < ce ? end : ce) - cs;
+        if (c.canon_len == c.raw_len) {
+            if (buf_append(out, p + s, (size_t)(e - s)))
+                return STORE_EIO;
+        } else if (s == 0) {
+            /* as inst_msg_read: the first e raw octets cover canonical [0, e) */
+            size_t base = out->len, need = e < n ? (size_t)e : n;
+            int pcr = c.prev_cr;
+            if (canon_append(out, p, need, &pcr))
+                return STORE_EIO;
+            if (need == n ? out->len - base != c.canon_len : out->len - base < e)
+                return STORE_ECORRUPT;
+            out->len = base + (size_t)e;
+        } else {
+            struct buf *cb = &in->scratch[1];
+            int pcr = c.prev_cr;
+            size_t need = e < n ? (size_t)e : n;
+            buf_reset(cb);
+            if (canon_append(cb, p, need, &pcr) ||
+                (need == n ? cb->len != c.canon_len : cb->len < e))
+                return STORE_ECORRUPT;
+            if (buf_append(out, cb->data + s, (size_t)(e - s)))
+                return STORE_EIO;
+        }
+        off = cs + e;
+    }
+    return STORE_OK;
+}
+
+int inst_msg_head_raw(struct inst *in, uint64_t msgnum, uint64_t len, const unsigned char **raw,
+                      size_t *rawlen)
+{
+    MDB_txn *txn = inst_cur_txn(in);
+    if (!txn)
+        return STORE_EIO;
+    struct msg_rec m;
+    int rc = get_msg_rec(in, txn, msgnum, &m);
+    if (rc)
+        return rc;
+    struct msg_chunk c;
+    if (m.nchunks == 0)
+        return STORE_ENOTFOUND;
+    msg_rec_chunk(&m, 0, &c);
+    if (c.canon_off != 0 || c.canon_len != len || c.prev_cr)
+        return STORE_ENOTFOUND;
+    if ((rc = view_chunk(in, txn, msgnum, 0, &c, raw)))
+        return rc;
+    *rawlen = c.raw_len;
     return STORE_OK;
 }
 

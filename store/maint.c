@@ -1,6 +1,7 @@
 /* maint.c — verify, backup/restore, stats, reindex, upgrade. */
 #include "store/admin.h"
 #include "store/store_int.h"
+#include "store/index_read.h"
 #include "proto/canon.h"
 #include "proto/msginfo.h"
 #include <errno.h>
@@ -44,6 +45,46 @@ static void idx_report(void *ctx, const char *msg)
 {
     fault(ctx, "text index: %s", msg);
 }
+
+#if STORE_HAVE_INDEX
+/* The index's member map (msgnum, mailbox, UID) must mirror mmsg exactly
+ * once it is marked complete: SEARCH trusts it to find every message. */
+static void verify_members(struct vctx *v, MDB_txn *txn)
+{
+    struct inst *in = v->in;
+    MDB_cursor *c;
+    MDB_val k, d;
+    MDB_stat st;
+    if (!ix_members_complete(txn, &in->idx) || ix_members_open(txn, &in->idx, &c) != STORE_OK)
+        return;
+    uint64_t n = 0;
+    int rc;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        const unsigned char *p = k.mv_data;
+        if (k.mv_size != 16) {
+            fault(v, "text index: member map key of %zu octets", k.mv_size);
+            continue;
+        }
+        uint64_t num = get_be64(p);
+        uint32_t mb = get_be32(p + 8), uid = get_be32(p + 12);
+        unsigned char mk[8];
+        put_be32(mk, mb);
+        put_be32(mk + 4, uid);
+        MDB_val kk = {8, mk}, vv;
+        struct msg_ref r;
+        if (mdb_get(txn, in->dbi[DB_MMSG], &kk, &vv) ||
+            mmsg_rec_decode(vv.mv_data, vv.mv_size, uid, &r) || r.msgnum != num)
+            fault(v, "text index: member map says message %llu is mailbox %u uid %u; "
+                  "the mailbox does not (run `coffer reindex`)", (unsigned long long)num, mb, uid);
+        if (++n % 10000 == 0)
+            inst_release_map(in);
+    }
+    mdb_cursor_close(c);
+    if (mdb_stat(txn, in->dbi[DB_MMSG], &st) == 0 && st.ms_entries != n)
+        fault(v, "text index: member map has %llu entries for %llu mailbox messages "
+              "(run `coffer reindex`)", (unsigned long long)n, (unsigned long long)st.ms_entries);
+}
+#endif
 
 static void verify_mailboxes(struct vctx *v, MDB_txn *txn)
 {
@@ -312,6 +353,7 @@ long store_verify_inst(struct inst *in, FILE *report)
     if (in->have_index) {
         long f = index_verify(txn, &in->idx, idx_report, &v);
         (void)f;
+        verify_members(&v, txn);
     }
 #else
     (void)idx_report;
@@ -555,6 +597,35 @@ static int sink_buf(void *ctx, const void *p, size_t n)
     return buf_append(ctx, p, n) ? STORE_EIO : 0;
 }
 
+#if STORE_HAVE_INDEX
+/* Refill the index's member map from every (mailbox, UID) record. */
+static int reindex_members(struct inst *in, const char **err)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(in->wr, in->dbi[DB_MMSG], &c);
+    if (rc)
+        return store_mdb_err(rc, "mmsg", err);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        struct msg_ref r;
+        uint32_t uid = k.mv_size == 8 ? get_be32((unsigned char *)k.mv_data + 4) : 0;
+        if (k.mv_size != 8 || mmsg_rec_decode(v.mv_data, v.mv_size, uid, &r)) {
+            mdb_cursor_close(c);
+            *err = "corrupt mailbox message record (run `coffer verify`)";
+            return STORE_ECORRUPT;
+        }
+        int arc = index_add_member(in->wr, &in->idx, r.msgnum, get_be32(k.mv_data), uid, err);
+        if (arc) {
+            mdb_cursor_close(c);
+            return arc;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? STORE_OK : store_mdb_err(rc, "mmsg", err);
+}
+#endif
+
 int store_reindex(struct inst *in, bool all, uint64_t *count, const char **err)
 {
     uint64_t next = 0, n = 0;
@@ -610,6 +681,10 @@ int store_reindex(struct inst *in, bool all, uint64_t *count, const char **err)
     *count = n;
 #if STORE_HAVE_INDEX
     /* the rebuilt index covers every message again (same commit) */
+    if (all && in->have_index && (rc = reindex_members(in, err))) {
+        inst_wr_abort(in);
+        return rc;
+    }
     if (all && in->have_index && (rc = index_mark_complete(in->wr, &in->idx, err))) {
         inst_wr_abort(in);
         return rc;

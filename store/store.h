@@ -38,6 +38,7 @@
 #define STORE_EBUSY     (-6)   /* another writer holds the lock */
 #define STORE_EFULL     (-7)   /* map full or disk full */
 #define STORE_EVERSION  (-8)   /* schema too old/new: run `coffer upgrade` */
+#define STORE_EREADERS  (-9)   /* LMDB reader table full (a read txn found no slot) */
 
 #define STORE_ID_MAX    63     /* instance ids and aliases: [a-z0-9][a-z0-9._-]{0,62} */
 #define STORE_USER_MAX  255    /* octets, UTF-8, NFC, case-folded */
@@ -148,6 +149,21 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
  * server answer NO for a damaged message before a large literal starts
  * (bounded memory: one frame at a time). */
 int inst_msg_check(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len);
+/* inst_msg_read appending to out (grown as needed, within its limit)
+ * instead of calling a sink: a chunk stored with CRLF line ends is copied
+ * once, a LF one converted straight into out, with no intermediate copy.
+ * On error out->len may have grown: the caller drops what was appended. */
+struct buf;
+int inst_msg_read_buf(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
+                      struct buf *out);
+/* The stored (raw) octets whose canonical form is exactly the message's
+ * canonical octets [0, len), when its first chunk holds exactly those (the
+ * header chunk: a HEADER.FIELDS fetch filters them without a canonical
+ * copy, msginfo_header_filter_set with to_crlf). *raw stays valid until
+ * the next store call or the end of the read txn. STORE_ENOTFOUND when
+ * the message is cut otherwise: use inst_msg_read. */
+int inst_msg_head_raw(struct inst *in, uint64_t msgnum, uint64_t len, const unsigned char **raw,
+                      size_t *rawlen);
 
 /* cofferd, before it forks: every lock.mdb under data_dir must be
  * writable by uid/gid. On failure *bad_path names the first that is not. */

@@ -64,6 +64,10 @@ struct inst {
     void *map_base;       /* writer: the env map (found lazily), -1 unknown */
     size_t map_len;
     uintptr_t win_lo, win_hi;   /* reader: map window read last, dropped when reads move on */
+    MDB_cursor *cur[DB__N];     /* reader: store_get's cursors, renewed with rd */
+    unsigned cur_gen[DB__N];    /* rd_gen the cursor was last bound to */
+    unsigned char cur_skip[DB__N];   /* seeks left before store_get tries MDB_NEXT again */
+    unsigned rd_gen;            /* bumped by every inst_rd_begin */
 };
 
 struct registry {
@@ -169,12 +173,28 @@ int chunk_plan(const unsigned char *raw, size_t len, size_t hdr_len, const struc
                const struct cdc_params *c, size_t **cuts, size_t *ncuts);
 /* Store raw[0..n) once (in in->wr): refcount + 1 if a chunk with its
  * SHA-256 exists, else compress it and add it under the next chunk id.
- * raw_lit: compress with raw (not Huffman-coded) literals when the
- * library allows it (header and small text chunks: chunk.c rawlit_cctx);
- * the frame is an ordinary zstd frame either way.
- * *id gets its chunk id, *stored the frame length. */
-int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, bool raw_lit, uint64_t *id,
+ * how: CHUNK_Z compresses at level 3; CHUNK_RAWLIT with raw (not
+ * Huffman-coded) literals when the library allows it (small text chunks:
+ * chunk.c rawlit_cctx); CHUNK_STORED stores the octets in raw blocks
+ * (chunk_stored_frame); CHUNK_SMALL (the header chunk and small text
+ * chunks) stores them when a raw-literal frame would save little (chunk.c
+ * store_keep), else compresses with raw literals. The frame is an
+ * ordinary zstd frame in every case. *id gets its chunk id, *stored the frame length. */
+enum { CHUNK_Z = 0, CHUNK_RAWLIT = 1, CHUNK_STORED = 2, CHUNK_SMALL = 3, CHUNK_SMALL_TEXT = 4 };
+int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, int how, uint64_t *id,
               uint32_t *stored, const char **err);
+/* Write a zstd frame of raw blocks holding src[0..n) to f (room for
+ * n + 9 + 3 * (n / 128 KiB + 1) octets); returns its length. */
+size_t chunk_stored_frame(unsigned char *f, const unsigned char *src, size_t n);
+/* The raw octets of chunk id, checked (length, CRC32C): *data points into
+ * the map for a one-block stored frame (valid while txn lives), else into
+ * scratch, where the frame was decompressed. frame/flen as chunk_load. */
+int chunk_view(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len, uint32_t stored_len,
+               struct buf *scratch, const unsigned char **data, const void **frame, size_t *flen);
+/* mdb_get through a cursor kept per database while the reader's txn
+ * lives (inst.c): consecutive keys on one leaf page skip the descent from
+ * the root. Any other txn (a writer's) uses mdb_get. */
+int store_get(struct inst *in, MDB_txn *txn, int db, MDB_val *k, MDB_val *v);
 /* Decompress chunk id into out (reset first), checking its length and
  * CRC32C: STORE_ECORRUPT on any mismatch. frame and flen (may be NULL)
  * get the stored frame (valid while txn lives). */

@@ -296,6 +296,36 @@ static size_t raw_lit_text_max(void)
     return (size_t)v;
 }
 
+/* Text chunks of at most this many raw octets may be stored uncompressed
+ * (chunk.c chunk_stored_frame; CHUNK_SMALL_TEXT: when raw literals would
+ * keep more than half of them), like the header chunk: BODY.PEEK[1] of a
+ * short text part is then served from the map without zstd.
+ * COFFER_BENCH_STORED_TEXT=N overrides it: benchmarks only. */
+#define STORED_TEXT_MAX 8192
+static size_t stored_text_max(void)
+{
+    static long v = -1;
+    if (v < 0) {
+        const char *e = getenv("COFFER_BENCH_STORED_TEXT");
+        v = e ? atol(e) : STORED_TEXT_MAX;
+        if (v < 0)
+            v = 0;
+    }
+    return (size_t)v;
+}
+
+/* The header chunk is stored uncompressed (chunk.c chunk_stored_frame)
+ * unless raw literals would keep at most 70 % of it (CHUNK_SMALL): a
+ * folder open then filters it in place. COFFER_BENCH_HEADER_RAWLIT=1
+ * always compresses it with raw literals as before: benchmarks only. */
+static int header_how(void)
+{
+    static int v = -1;
+    if (v < 0)
+        v = getenv("COFFER_BENCH_HEADER_RAWLIT") ? CHUNK_RAWLIT : CHUNK_SMALL;
+    return v;
+}
+
 /* Does canonical [off, off + len) overlap a text leaf body and no other
  * leaf body? Called for chunks in order: leaf bodies do not overlap and
  * come in offset order, so *from skips the entries that end before off and
@@ -372,9 +402,12 @@ static int store_new_message(struct inst *in, uint64_t msgnum, const unsigned ch
         uint32_t z;
         uint64_t id;
         /* the header chunk, and small chunks of text bodies: see chunk.c rawlit_cctx */
-        bool raw_lit = (i == 0 && hdr_len && cuts[0] == hdr_len) ||
-                       (n <= raw_lit_text_max() && text_only(&mi, &part, coff, cl));
-        if ((rc = chunk_ref(in, raw + off, n, raw_lit, &id, &z, err)))
+        bool small_text = n <= raw_lit_text_max() && text_only(&mi, &part, coff, cl);
+        int how = i == 0 && hdr_len && cuts[0] == hdr_len ? header_how()
+                  : small_text && n <= stored_text_max() ? CHUNK_SMALL_TEXT
+                  : small_text ? CHUNK_RAWLIT
+                  : CHUNK_Z;
+        if ((rc = chunk_ref(in, raw + off, n, how, &id, &z, err)))
             goto out;
         put_be64(e + MSG_CHUNK_ENT, id);
         put_be32(e, (uint32_t)n);
@@ -533,6 +566,10 @@ int store_add_message(struct inst *in, const char *owner, const char *mbox,
     MDB_val k = {8, key}, v = {sizeof rec, rec};
     if ((mrc = mdb_put(in->wr, in->dbi[DB_MMSG], &k, &v, MDB_NOOVERWRITE)))
         goto mdberr;
+#if STORE_HAVE_INDEX
+    if (in->have_index && (rc = index_add_member(in->wr, &in->idx, msgnum, mb.id, ref.uid, err)))
+        return rc;
+#endif
     if (m->fromline) {
         MDB_val fv = {m->fromline_len, (void *)m->fromline};
         if ((mrc = mdb_put(in->wr, in->dbi[DB_FROMLN], &k, &fv, 0)))

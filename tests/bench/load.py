@@ -15,7 +15,10 @@ The clients come from LOAD_SOURCES source addresses (default 25:
 at its default (20): the cap stays on and every address stays within it.
 Every 10 s the cofferd tree (parent + children) is sampled: summed VmRSS
 and PSS (/proc/PID/smaps_rollup; PSS divides shared pages among their
-users, so it is the tree's real footprint); first/last/max are reported.
+users, so it is the tree's real footprint); first/last/max are reported,
+and per child RssAnon and PSS (mean/median/max, total) at the start, the
+middle and the end, and the server's CPU time and minor page faults per
+command (parent plus reaped children, from the start of browsing).
 Logins are kept apart from the load: the imapbench processes start
 LOAD_RAMP seconds apart (default 2), every client logs in at once and then
 waits for a common start time (imapbench -T), after which all browse for
@@ -77,6 +80,38 @@ def pss_kb(pid):
     return 0
 
 
+def cpu_s(pid, reaped=False):
+    """utime+stime of pid (with reaped=True: plus its waited-for children's)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return 0.0
+    v = st[st.rindex(")") + 2:].split()
+    ticks = int(v[11]) + int(v[12]) + ((int(v[13]) + int(v[14])) if reaped else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def minflt(pid):
+    """minor page faults of pid plus its waited-for children."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return 0
+    v = st[st.rindex(")") + 2:].split()
+    return int(v[7]) + int(v[8])
+
+
+def spread(vals):
+    """mean / median / max of a list of kB figures, as MB text."""
+    if not vals:
+        return "n/a"
+    v = sorted(vals)
+    return "mean %.2f median %.2f max %.2f MB" % (sum(v) / len(v) / 1024, v[len(v) // 2] / 1024,
+                                                 v[-1] / 1024)
+
+
 def main():
     require_root()
     ib = os.path.join(BUILD, "tests", "bench", "imapbench")
@@ -130,19 +165,28 @@ def main():
                 len(kids), s.log().count(" login load/u")), flush=True)
             samples = []
             tree = []   # (t, tree VmRSS kB, tree PSS kB)
+            per_child = []   # (t, [(RssAnon kB, PSS kB) per child])
+            cpu0 = cpu_s(s.proc.pid, True) + sum(cpu_s(p) for p in kids)
+            flt0 = minflt(s.proc.pid) + sum(minflt(p) for p in kids)
             t0 = time.monotonic()
             while any(b.poll() is None for b in benches):
                 time.sleep(SAMPLE_S)
                 kids = s.child_pids()
-                rs = [rss_kb(p) for p in kids]
-                anon = [rss_kb(p, "RssAnon:") for p in kids]
+                # one pass per child, so that a child that exits while a
+                # sample is taken (at the end, 500 reads take seconds on a
+                # saturated machine) is left out of every figure
+                got = [(rss_kb(p), rss_kb(p, "RssAnon:"), pss_kb(p)) for p in kids]
+                got = [g for g in got if g[0] and g[2]]
+                rs = [g[0] for g in got]
+                anon = [g[1] for g in got]
+                ps = [g[2] for g in got]
                 mean = sum(rs) / len(rs) if rs else 0
                 amean = sum(anon) / len(anon) if anon else 0
                 prss = rss_kb(s.proc.pid)
-                samples.append((time.monotonic() - t0, len(kids), amean, max(anon or [0]),
+                samples.append((time.monotonic() - t0, len(got), amean, max(anon or [0]),
                                 prss, mean))
-                tree.append((samples[-1][0], prss + sum(rs),
-                             pss_kb(s.proc.pid) + sum(pss_kb(p) for p in kids)))
+                per_child.append((samples[-1][0], list(zip(anon, ps))))
+                tree.append((samples[-1][0], prss + sum(rs), pss_kb(s.proc.pid) + sum(ps)))
                 print("t=%5.0fs children=%4d child RssAnon mean %.0f kB max %d kB, parent "
                       "VmRSS %d kB, child VmRSS mean %.0f kB" % samples[-1]
                       + ", tree VmRSS %.1f MB PSS %.1f MB" % (tree[-1][1] / 1024, tree[-1][2] / 1024),
@@ -151,6 +195,14 @@ def main():
                     for b in benches:
                         b.kill()
                     failures.append("imapbench did not finish")
+            # server CPU: the parent's own plus every reaped child's, once
+            # the sessions are gone (minus what the logins cost before t0)
+            for _ in range(300):
+                if not s.child_pids():
+                    break
+                time.sleep(0.1)
+            cpu = cpu_s(s.proc.pid, True) - cpu0
+            flt = minflt(s.proc.pid) - flt0
             ok = errs = 0
             rate = 0.0
             for b in benches:
@@ -185,6 +237,16 @@ def main():
                 failures.append("never had %d sessions up at once (max %d)" %
                                 (SESSIONS, max([x[1] for x in samples] or [0])))
                 flat = "n/a"
+            up_pc = [x for x, y in zip(per_child, samples) if y[1] >= SESSIONS * 0.95]
+            if up_pc:
+                for name, (ts, v) in (("start", up_pc[0]), ("middle", up_pc[len(up_pc) // 2]),
+                                      ("end", up_pc[-1])):
+                    print("PER-CHILD %-6s t=%4.0fs n=%d: RssAnon %s; PSS %s; children PSS total "
+                          "%.1f MB" % (name, ts, len(v), spread([a for a, _ in v]),
+                                       spread([q for _, q in v]), sum(q for _, q in v) / 1024))
+            print("SERVER CPU %.1f s for %d commands (%.1f us/command), %.2f minor faults/command, "
+                  "parent + children, from the start of browsing" % (
+                      cpu, ok, cpu * 1e6 / ok if ok else 0, flt / ok if ok else 0))
             if tree:
                 up = ([x for x, y in zip(tree, samples) if y[1] >= SESSIONS * 0.95] or
                       [x for x, y in zip(tree, samples) if y[1] > 0] or tree)

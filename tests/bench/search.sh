@@ -6,7 +6,10 @@
 # dovecot-imapd and ../shared/tools. Env: COFFER_BUILDDIR (binaries),
 # COFFER_SHARED (../shared), BENCH_DIR (work dir, default /tmp), BENCH_MBOX
 # (an existing gen-corpus mbox of COUNT messages: skips generating one),
-# BENCH_NO_DOVECOT=1 (Coffer only).
+# BENCH_NO_DOVECOT=1 (Coffer only), BENCH_DATA (a kept data dir: imported
+# into when it has no instance, else searched as it is), BENCH_IMPORT_NICE,
+# BENCH_STATS (stats sidecar for the query words), BENCH_RAW_BYTES (raw size
+# of an archive imported in pieces).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH="$here/../integration${PYTHONPATH:+:$PYTHONPATH}"

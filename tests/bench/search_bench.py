@@ -3,7 +3,7 @@ import imaplib, signal, json, os, statistics, subprocess, sys, tempfile, time
 imaplib._MAXLINE = 50_000_000     # an all-matching UID SEARCH at 1M messages is ~8 MB
 # a timeout (SIGTERM) must still stop Dovecot in the finally: below
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-from coffer_harness import CofferServer, free_port
+from coffer_harness import CofferServer, coffer_path, free_port
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -13,13 +13,19 @@ tools = os.path.join(shared, "tools")
 work = tempfile.mkdtemp(prefix="coffer-bench-", dir=os.environ.get("BENCH_DIR", "/tmp"))
 os.chmod(work, 0o755)     # coffer runs as the coffer user
 # BENCH_MBOX: an existing gen-corpus mbox (with its .stats.json) of COUNT
-# messages, e.g. for the 1,000,000-message run
+# messages, e.g. for the 1,000,000-message run. BENCH_DATA: a data dir that
+# is kept: imported into (instance b, user u, folder bench) when it has no
+# instance yet, else searched as it is (one import serves several runs).
+# BENCH_IMPORT_NICE: niceness of that import (default 0).
 mbox = os.environ.get("BENCH_MBOX") or os.path.join(work, "bench.mbox")
 if not os.environ.get("BENCH_MBOX"):
     subprocess.run([os.path.join(tools, "gen-corpus"), "--format", "mbox", "--count", str(count),
                     "--seed", "1", "--out", mbox, "--quiet"], check=True)
-st = json.load(open(mbox + ".stats.json"))
-raw = os.path.getsize(mbox)
+# BENCH_STATS: the stats sidecar to take the query words from (default
+# BENCH_MBOX's own); BENCH_RAW_BYTES: the archive's raw size when BENCH_DATA
+# holds more than BENCH_MBOX (an archive imported in pieces)
+st = json.load(open(os.environ.get("BENCH_STATS") or mbox + ".stats.json"))
+raw = int(os.environ.get("BENCH_RAW_BYTES") or os.path.getsize(mbox))
 
 
 def q(s):
@@ -28,6 +34,9 @@ def q(s):
 
 queries = [
     ("BODY rare word", "BODY " + q(st["rare_body_words"][0][0])),
+    ("BODY rare word [4] (%d)" % st["rare_body_words"][4][1], "BODY " + q(st["rare_body_words"][4][0])),
+    ("BODY rare word [5] (%d)" % st["rare_body_words"][5][1], "BODY " + q(st["rare_body_words"][5][0])),
+    ("TEXT rare word [3] (%d)" % st["rare_body_words"][3][1], "TEXT " + q(st["rare_body_words"][3][0])),
     ("UNDELETED BODY rare word", "UNDELETED BODY " + q(st["rare_body_words"][1][0])),
     ("BODY absent word", "BODY " + q(st["absent_words"][0])),
     ("TEXT common word", "TEXT " + q(st["common_body_words"][0][0])),
@@ -44,25 +53,32 @@ queries = [
 
 def child_cpu_ms(server):
     """CPU milliseconds used so far by the server's session processes: on a
-    loaded machine the wall times mostly measure the wait for a core."""
-    tot = 0
-    for pid in server.child_pids():
+    loaded machine the wall times mostly measure the wait for a core.
+    /proc/PID/schedstat counts nanoseconds (stat only 10 ms ticks)."""
+    tot = 0.0
+    for pid in (server.child_pids() if server else []):
         try:
-            f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        tot += int(f[11]) + int(f[12])
-    return tot * 1000.0 / os.sysconf("SC_CLK_TCK")
+            tot += int(open("/proc/%d/schedstat" % pid).read().split()[0]) / 1e6
+        except (OSError, ValueError, IndexError):
+            try:
+                f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+                tot += (int(f[11]) + int(f[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+    return tot
 
 
-def timed(m, query):
-    ts, res = [], None
+def timed(m, query, server=None):
+    """Median wall ms, median server CPU ms (per run), result count."""
+    ts, cs, res = [], [], None
     for _ in range(repeat):
+        c0 = child_cpu_ms(server)
         t0 = time.perf_counter()
         typ, d = m.uid("SEARCH", query)
         ts.append(time.perf_counter() - t0)
+        cs.append(child_cpu_ms(server) - c0)
         res = d[0].split() if typ == "OK" else ["ERR"]
-    return statistics.median(ts) * 1000, len(res)
+    return statistics.median(ts) * 1000, statistics.median(cs), len(res)
 
 
 # BENCH_NO_DOVECOT=1: Coffer only (for the large sizes where loading
@@ -74,10 +90,31 @@ if with_dovecot:
     subprocess.run([os.path.join(tools, "imap-test-servers"), "dovecot-start", name, str(dport)],
                    check=True, stdout=subprocess.DEVNULL)
 try:
-    with CofferServer(instances={"b": {"users": {"u": "p"}}}, start=False) as s:
-        t0 = time.perf_counter()
-        s.coffer("import", "b/u", "--folder", "bench", mbox)
-        imp = time.perf_counter() - t0
+    bench_data = os.environ.get("BENCH_DATA")
+    with CofferServer(instances={} if bench_data else {"b": {"users": {"u": "p"}}},
+                      start=False) as s:
+        do_import = True
+        if bench_data:
+            s.data_dir = os.path.abspath(bench_data)
+            s.write_config()
+            if os.path.isdir(os.path.join(s.data_dir, "instances", "b")):
+                do_import = False
+            else:
+                os.makedirs(s.data_dir, 0o750, exist_ok=True)
+                os.chown(s.data_dir, s.uid, s.gid)
+                pf = os.path.join(s.tmp, "benchpw")
+                with open(pf, "w") as f:
+                    f.write("p\n")
+                s.coffer("instance", "add", "b")
+                s.coffer("user", "add", "b/u", "--password-file", pf)
+        imp = 0.0
+        if do_import:
+            t0 = time.perf_counter()
+            # not s.coffer(): its 10-minute timeout is too short for 1M
+            subprocess.run(["nice", "-n", os.environ.get("BENCH_IMPORT_NICE", "0"), coffer_path(),
+                            "-c", s.conf_path, "--data-dir", s.data_dir,
+                            "import", "b/u", "--folder", "bench", mbox], check=True)
+            imp = time.perf_counter() - t0
         s._chown_data()
         ixbytes = 0
         r = subprocess.run(["mdb_stat", "-a", os.path.join(s.data_dir, "instances", "b")],
@@ -102,17 +139,17 @@ try:
         c = s.login("b/u", "p")
         c.select("bench", readonly=True)
         print("messages %d, raw %.1f MB, repeat %d (median ms)" % (count, raw / 1e6, repeat))
-        print("coffer import with indexing: %.1f s = %.0f msg/s; index %.1f MB = %.2fx raw"
-              % (imp, count / imp, ixbytes / 1e6, ixbytes / raw))
+        if imp:
+            print("coffer import with indexing: %.1f s = %.0f msg/s" % (imp, count / imp))
+        print("index %.1f MB = %.3fx raw; load average %s" % (ixbytes / 1e6, ixbytes / raw,
+                                                          " ".join(open("/proc/loadavg").read().split()[:3])))
         if with_dovecot:
             print("dovecot imap-append: %.1f s" % dimp)
         print("%-28s %10s %10s %8s %8s %7s" % ("query", "coffer ms", "dovecot ms", "n(C)", "n(D)", "speedup")
-              + "  coffer CPU ms/run")
+              + "  coffer CPU ms/run (median)")
         for label, query in queries:
-            c0 = child_cpu_ms(s)
-            tc, nc = timed(c, query)
-            ccpu = (child_cpu_ms(s) - c0) / repeat
-            td, nd = timed(d, query) if d else (0.0, nc)
+            tc, ccpu, nc = timed(c, query, s)
+            td, _, nd = timed(d, query) if d else (0.0, 0.0, nc)
             print("%-28s %10.2f %10.2f %8d %8d %6.0fx  %6.1f%s" % (label, tc, td, nc, nd, td / tc if tc else 0,
                                                                 ccpu, "" if nc == nd else "  RESULTS DIFFER"))
             sys.stdout.flush()

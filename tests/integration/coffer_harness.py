@@ -422,6 +422,10 @@ def run_tests(namespace, names=None):
     """Run every test_* function of a module (or the given names) in order;
     prints one line per test; exits 0 if all passed, 1 otherwise."""
     tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
+    # COFFER_TESTS="test_a test_b": only those, in every module that has them
+    # (re-running single tests through `make check`, e.g. under valgrind-all)
+    if not names and os.environ.get("COFFER_TESTS"):
+        names = os.environ["COFFER_TESTS"].split()
     if names:
         tests = [(n, f) for n, f in tests if n in names]
     failed = 0

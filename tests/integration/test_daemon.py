@@ -196,7 +196,8 @@ def test_max_connections():
 
 def cert_cn(s, port):
     r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port],
-                       input=b"", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+                       input=b"", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=20 * TIMEOUT_SCALE)
     m = re.search(r"subject=.*CN\s*=\s*([^\s,/]+)", r.stdout.decode(errors="replace"))
     return m.group(1) if m else None
 
@@ -261,7 +262,8 @@ def check_config(text):
         with open(path, "w") as f:
             f.write(body)
         r = subprocess.run([cofferd_path(), "--check-config", "-c", path],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30 * TIMEOUT_SCALE)
         return r.returncode, r.stdout.decode(errors="replace")
     finally:
         subprocess.run(["rm", "-rf", d])
@@ -439,7 +441,7 @@ def test_inetd_mode():
     with CofferServer(instances=INSTANCES, start=False) as s:
         p = subprocess.run([cofferd_path(), "-c", s.conf_path, "--inetd"],
                            input=b"a CAPABILITY\r\nb LOGOUT\r\n", stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30)
+                           stderr=subprocess.PIPE, timeout=30 * TIMEOUT_SCALE)
         out = p.stdout.decode(errors="replace")
         assert out.startswith("* OK"), (out, p.stderr)
         assert "STARTTLS" in out and "LOGINDISABLED" in out, out

@@ -39,7 +39,9 @@ CONFIG = {
     "max_line": "8K",
     "max_literal": "64K",
     "command_timeout": "2s",
-    "preauth_timeout": "4s",
+    # instrumented builds: a TLS handshake alone can take seconds, and a
+    # connection whose greeting never came is no test of anything
+    "preauth_timeout": "%ds" % (4 * max(1, min(int(TIMEOUT_SCALE), 5))),
     "max_connections_per_ip": 60,
     "max_auth_failures": 100,
 }
@@ -327,7 +329,7 @@ def test_slow_handshake_silent_client_and_slow_literal():
     s = server()
     hello = client_hello()
     # a ClientHello dripped at 2 bytes/s: the handshake is bounded by the
-    # pre-auth timeout (4 s), not by the client's patience
+    # pre-auth timeout (4 s, scaled), not by the client's patience
     raw = socket.create_connection(("127.0.0.1", s.tls_port), timeout=15)
     t0 = time.monotonic()
     try:
@@ -343,7 +345,7 @@ def test_slow_handshake_silent_client_and_slow_literal():
     raw.close()
     assert dt < 8 * TIMEOUT_SCALE, "slow ClientHello kept %.1fs" % dt
     # a TCP connection to the TLS port that never says anything
-    raw = socket.create_connection(("127.0.0.1", s.tls_port), timeout=15)
+    raw = socket.create_connection(("127.0.0.1", s.tls_port), timeout=15 * TIMEOUT_SCALE)
     t0 = time.monotonic()
     try:
         assert raw.recv(10) == b""
@@ -513,31 +515,59 @@ def test_pipelined_noops_are_all_answered():
 
 
 def openssl_renegotiate(s):
+    """Log in through `openssl s_client`, then ask it to renegotiate (its
+    "R" command) and send a NOOP. Driven by what s_client prints, not by
+    sleeps: logged in first, so no pre-auth deadline runs out while a slow
+    (memcheck) server handshakes. Returns everything s_client printed."""
     p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % s.tls_port,
                           "-tls1_2", "-servername", "localhost"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(1.0 * TIMEOUT_SCALE)
-        p.stdin.write(b"R\n")
-        p.stdin.flush()
-        time.sleep(1.0 * TIMEOUT_SCALE)
+    out = []
+    cv = threading.Condition()
+
+    def reader():
+        for ln in iter(p.stdout.readline, b""):
+            with cv:
+                out.append(ln.decode(errors="replace"))
+                cv.notify_all()
+        with cv:
+            out.append("\x00EOF")
+            cv.notify_all()
+
+    def wait_for(pred, timeout):
+        with cv:
+            return cv.wait_for(lambda: pred("".join(out)) or "\x00EOF" in out,
+                               timeout * TIMEOUT_SCALE) and pred("".join(out))
+
+    def send(b):
         try:
-            p.stdin.write(b"a NOOP\r\n")
+            p.stdin.write(b)
             p.stdin.flush()
-        except BrokenPipeError:
+        except (BrokenPipeError, ValueError):
             pass
-        time.sleep(0.5)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda o: "* OK" in o, 10), "no greeting: %s" % "".join(out)
+        send(b'l LOGIN "jd/jon" "jon-pw"\r\n')
+        assert wait_for(lambda o: "l OK" in o, 10), "no login: %s" % "".join(out)
+        send(b"R\n")
+        # the refusal: an alert from the server, or the connection gone
+        wait_for(lambda o: "RENEGOTIATING" in o and ("alert" in o or "error" in o), 10)
+        send(b"a NOOP\r\n")
+        wait_for(lambda o: "a OK" in o, 1)
         try:
             p.stdin.close()         # s_client quits at EOF if still connected
         except BrokenPipeError:
             pass
-        p.stdin = None
-        out, _ = p.communicate(timeout=10)
+        p.wait(timeout=10 * TIMEOUT_SCALE)
+        t.join(10)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    return out.decode(errors="replace")
+    return "".join(out)
 
 
 def test_tls_renegotiation_refused():

@@ -37,7 +37,7 @@ def capability_line(c, tag="c"):
 
 def s_client(args, stdin=b"", timeout=20):
     r = subprocess.run(["openssl", "s_client", "-ign_eof"] + args, input=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout)
+                       stderr=subprocess.STDOUT, timeout=timeout * TIMEOUT_SCALE)
     return r.returncode, r.stdout.decode(errors="replace")
 
 
@@ -140,7 +140,7 @@ def test_protocols_and_ciphers_profile():
         except BrokenPipeError:
             pass
         p.stdin = None
-        out = p.communicate(timeout=20)[0].decode(errors="replace")
+        out = p.communicate(timeout=20 * TIMEOUT_SCALE)[0].decode(errors="replace")
         assert "no_renegotiation" in out or "no renegotiation" in out, out[-2000:]
 
 

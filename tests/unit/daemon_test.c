@@ -152,6 +152,7 @@ START_TEST(t_cfg_every_key)
         { "auth_penalty_max", "5m", "301s" },
         { "auth_secret_file", "/s", "s" },
         { "tls_ticket_rotate", "1m", "59s" },
+        { "output_thread", "no", "maybe" },
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         struct cofferd_cfg c;
@@ -178,6 +179,13 @@ START_TEST(t_cfg_every_key)
     ck_assert_uint_eq(c.max_nesting, 7);
     ck_assert_int_eq(cfg_set(&c, "allow_plaintext_auth", "on", err, sizeof err), 0);
     ck_assert(c.allow_plaintext_auth);
+    ck_assert_int_eq(c.output_thread, CFG_OUTPUT_YES);   /* the default */
+    ck_assert_int_eq(cfg_set(&c, "output_thread", "no", err, sizeof err), 0);
+    ck_assert_int_eq(c.output_thread, CFG_OUTPUT_NO);
+    ck_assert_int_eq(cfg_set(&c, "output_thread", "yes", err, sizeof err), 0);
+    ck_assert_int_eq(c.output_thread, CFG_OUTPUT_YES);
+    ck_assert_int_eq(cfg_set(&c, "output_thread", "auto", err, sizeof err), 0);
+    ck_assert_int_eq(c.output_thread, CFG_OUTPUT_AUTO);
     ck_assert_int_eq(cfg_set(&c, "hostname", "mx.example", err, sizeof err), 0);
     ck_assert_int_eq(cfg_set(&c, "hostname", "a\"b", err, sizeof err), -1);
     ck_assert_str_eq(c.hostname, "mx.example");

@@ -14,6 +14,7 @@
 #include "store/index.h"
 #include "store/index_read.h"
 #include "store/index_int.h"
+#include "store/store.h"
 
 static MDB_env *env;
 static char dir[] = "/tmp/coffer-index-test-XXXXXX";
@@ -536,6 +537,129 @@ START_TEST(test_position_masks)
 }
 END_TEST
 
+/* Seeks at any distance over a list of many blocks in several segments
+ * and levels: dense steps (the next block, reached with MDB_NEXT), small
+ * and large jumps, and targets between postings, each checked against
+ * the list itself. */
+START_TEST(test_seek_distances)
+{
+    const char *err = NULL;
+    const unsigned per = 400, batches = IX_FANOUT0 + 3;     /* one merge, 3 level-0 */
+    const unsigned N = per * batches;
+    for (unsigned b = 0; b < batches; b++) {
+        MDB_txn *t;
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+        ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+        for (unsigned i = b * per + 1; i <= (b + 1) * per; i++)
+            add(t, i, mkmsg(i, i % 3 ? "" : "zebra"));
+        ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+        ck_assert_int_eq(mdb_txn_commit(t), 0);
+    }
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    size_t lv[IX_LEVELS];
+    seg_levels(t, lv);
+    ck_assert_uint_eq(lv[1], 1);
+    ck_assert_uint_eq(lv[0], 3);
+    {   /* the level-1 segment holds the list in several blocks */
+        struct ix_cursor c;
+        uint64_t v;
+        ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
+        ck_assert_int_eq(ix_cursor_seek(&c, 1, &v), 1);
+        ck_assert_uint_lt(c.n, per * IX_FANOUT0 / 3);
+        ix_cursor_close(&c);
+    }
+    static const unsigned steps[] = { 1, 2, 3, 7, 50, 200, 481, 1000 };
+    for (size_t si = 0; si < sizeof steps / sizeof steps[0]; si++) {
+        struct ix_cursor c;
+        ck_assert_int_eq(ix_cursor_open(t, &dbs, MT_BODY, (const unsigned char *)"ZEB", &c), 0);
+        unsigned seen = 0;
+        for (uint64_t target = 1; ; target += steps[si]) {
+            uint64_t v, want = (target + 2) / 3 * 3;      /* smallest multiple of 3 >= target */
+            int r = ix_cursor_seek(&c, target, &v);
+            if (want > N) {
+                ck_assert_int_eq(r, 0);
+                break;
+            }
+            ck_assert_msg(r == 1 && v == want, "step %u target %llu: r %d v %llu", steps[si],
+                          (unsigned long long)target, r, (unsigned long long)v);
+            seen++;
+        }
+        ck_assert_uint_gt(seen, N / steps[si] / 2);
+        ix_cursor_close(&c);
+    }
+    mdb_txn_abort(t);
+}
+END_TEST
+
+/* The member map: written per (mailbox, UID), read per message number;
+ * trusted only while the "members" mark is set (a fresh index has it, a
+ * clear drops it, index_mark_complete sets it again). */
+START_TEST(test_members)
+{
+    const char *err = NULL;
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert(ix_members_complete(t, &dbs));
+    ck_assert_int_eq(index_add_member(t, &dbs, 7, 1, 10, &err), 0);
+    ck_assert_int_eq(index_add_member(t, &dbs, 7, 1, 12, &err), 0);  /* twice in mailbox 1 */
+    ck_assert_int_eq(index_add_member(t, &dbs, 7, 2, 3, &err), 0);
+    ck_assert_int_eq(index_add_member(t, &dbs, 8, 1, 11, &err), 0);
+    ck_assert_int_eq(index_add_member(t, &dbs, 6, 1, 9, &err), 0);
+    ck_assert_int_eq(index_add_member(t, &dbs, 7, 1, 10, &err), 0);  /* idempotent */
+    MDB_cursor *c;
+    uint32_t u[4];
+    size_t n;
+    ck_assert_int_eq(ix_members_open(t, &dbs, &c), 0);
+    ck_assert_int_eq(ix_members_get(c, 7, 1, u, 4, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(u[0], 10);
+    ck_assert_uint_eq(u[1], 12);
+    ck_assert_int_eq(ix_members_get(c, 7, 1, u, 1, &n), 0);    /* counted past cap */
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(ix_members_get(c, 7, 2, u, 4, &n), 0);
+    ck_assert(n == 1 && u[0] == 3);
+    ck_assert_int_eq(ix_members_get(c, 7, 3, u, 4, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(ix_members_get(c, 8, 1, u, 4, &n), 0);
+    ck_assert(n == 1 && u[0] == 11);
+    ck_assert_int_eq(ix_members_get(c, 9, 1, u, 4, &n), 0);     /* past the end */
+    ck_assert_uint_eq(n, 0);
+    mdb_cursor_close(c);
+    ck_assert_int_eq(index_clear(t, &dbs, &err), 0);
+    ck_assert(!ix_members_complete(t, &dbs));
+    ck_assert_int_eq(ix_members_open(t, &dbs, &c), 0);
+    ck_assert_int_eq(ix_members_get(c, 7, 1, u, 4, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    mdb_cursor_close(c);
+    ck_assert_int_eq(index_mark_complete(t, &dbs, &err), 0);
+    ck_assert(ix_members_complete(t, &dbs));
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    /* an index from before the member map: a reader goes without it, a
+     * writer creates it empty and does not trust it */
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    MDB_dbi mem;
+    ck_assert_int_eq(mdb_dbi_open(t, "ix_mem", 0, &mem), 0);
+    ck_assert_int_eq(mdb_drop(t, mem, 1), 0);
+    MDB_val k = { 7, (void *)"members" };
+    ck_assert_int_eq(mdb_del(t, dbs.dbi[DBI_META], &k, NULL), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    struct index_dbs rd;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    ck_assert_int_eq(index_open(t, false, &rd, &err), 0);
+    ck_assert(!ix_members_complete(t, &rd));
+    ck_assert_int_eq(ix_members_open(t, &rd, &c), STORE_ENOTFOUND);
+    ck_assert_int_eq(index_add_member(t, &rd, 1, 1, 1, &err), 0);      /* no map: no-op */
+    mdb_txn_abort(t);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert_int_eq(index_open(t, true, &rd, &err), 0);
+    ck_assert(!ix_members_complete(t, &rd));
+    ck_assert_int_eq(ix_members_open(t, &rd, &c), 0);
+    mdb_cursor_close(c);
+    mdb_txn_abort(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("index");
@@ -550,6 +674,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_streamed_intersection);
     tcase_add_test(tc, test_migrate_v1);
     tcase_add_test(tc, test_position_masks);
+    tcase_add_test(tc, test_seek_distances);
+    tcase_add_test(tc, test_members);
     suite_add_tcase(s, tc);
     return s;
 }

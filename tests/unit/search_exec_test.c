@@ -13,6 +13,7 @@
 #include "store/admin.h"
 #include "store/index.h"
 #include "store/index_int.h"
+#include "store/index_read.h"
 #include "store/store.h"
 
 static char dir[64];
@@ -102,6 +103,8 @@ static void teardown(void)
 
 static const uint32_t *saved;
 static size_t nsaved;
+static const uint32_t *vuids;    /* a view other than the whole mailbox */
+static size_t nvuids;
 
 /* Run a query; returns its result as "uid,uid,..." (or "ERR:<code>"). */
 static const char *run(const char *q)
@@ -115,7 +118,9 @@ static const char *run(const char *q)
     ck_assert_msg(search_parse(cmd.args, cmd.nargs, &p, &code, &err) == 0, "%s: %s", q, err);
     imap_cmd_free(&cmd);
     uint8_t match[200];
-    struct search_view v = { mb.id, uids, nuids, saved, nsaved };
+    const uint32_t *vu = vuids ? vuids : uids;
+    size_t vn = vuids ? nvuids : nuids;
+    struct search_view v = { mb.id, vu, vn, saved, nsaved };
     int rc = search_exec(in, &v, p, match, &err);
     search_free(p);
     if (rc) {
@@ -124,9 +129,9 @@ static const char *run(const char *q)
     }
     size_t n = 0;
     out[0] = 0;
-    for (size_t i = 0; i < nuids; i++)
+    for (size_t i = 0; i < vn; i++)
         if (match[i])
-            n += (size_t)snprintf(out + n, sizeof out - n, n ? ",%u" : "%u", uids[i]);
+            n += (size_t)snprintf(out + n, sizeof out - n, n ? ",%u" : "%u", vu[i]);
     return out;
 }
 
@@ -270,6 +275,134 @@ START_TEST(test_fallback_and_corruption)
 }
 END_TEST
 
+/* Drop (on = false) or restore the index's "members" mark: without it the
+ * executor must walk the mailbox instead of trusting the member map. */
+static void set_members_mark(bool on)
+{
+    const char *err = NULL;
+    inst_rd_end(in);
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    const struct index_dbs *dbs = inst_index_dbs(in);
+    MDB_val k = { 7, (void *)"members" }, v = { 1, (void *)"1" };
+    if (on)
+        ck_assert_int_eq(mdb_put(inst_txn(in), dbs->dbi[DBI_META], &k, &v, 0), 0);
+    else
+        ck_assert_int_eq(mdb_del(inst_txn(in), dbs->dbi[DBI_META], &k, NULL), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+}
+
+/* Starting from the index (member map) must give exactly what the walk
+ * gives: over many segments (each transaction writes one; 8 merge),
+ * with a message twice in the mailbox and once in another one, and for
+ * views with gaps. */
+START_TEST(test_start_from_index)
+{
+    const char *err = NULL;
+    char key[32], body[256];
+    const char *twice = "From: dup@x.org\r\nSubject: twin\r\n\r\nzebracorn twice\r\n";
+    inst_rd_end(in);
+    for (unsigned t = 0; t < 12; t++) {           /* 12 segments: one level-0 merge */
+        ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+        for (unsigned i = 0; i < 5; i++) {
+            unsigned no = t * 5 + i;
+            snprintf(key, sizeof key, "s%u", no);
+            snprintf(body, sizeof body, "From: s%u@seg.org\r\nSubject: seg %u\r\n\r\n"
+                     "segment body %s%s\r\n", no, no, no % 7 == 3 ? "zebracorn" : "plain",
+                     no % 11 == 5 ? " quokkafish" : "");
+            add(body, no % 2 ? STORE_F_SEEN : 0, 1600000000 + no * 86400, key);
+        }
+        if (t == 6) {
+            add(twice, 0, 1600000000, "tw1");
+            add(twice, STORE_F_FLAGGED, 1600000000, "tw2");   /* same msgnum, new UID */
+            bool added;
+            struct import_msg m = { .raw = (const unsigned char *)twice, .len = strlen(twice),
+                                    .internaldate = 1600000000, .srckey = "o1", .srckey_len = 2 };
+            ck_assert_int_eq(store_add_message(in, "alice", "Other", &m, &added, NULL, &err), 0);
+        }
+        ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    }
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    static const char *const qs[] = {
+        "BODY zebracorn", "BODY quokkafish", "TEXT zebracorn", "SEEN BODY zebracorn",
+        "BODY zebracorn FLAGGED", "BODY zebracorn NOT BODY twice", "BODY \"zebracorn twice\"",
+        "SUBJECT \"seg 4\"", "FROM \"s3@seg\"", "BODY needle", "BODY nowhereword",
+        "BODY zebracorn BODY quokkafish", "UID 130:150 BODY zebracorn", "BODY zeb",
+        "1:50 BODY zebracorn", "BODY plain SINCE 1-Jan-2021",
+    };
+    enum { NQ = sizeof qs / sizeof qs[0] };
+    static char fast[NQ][2048], walk[NQ][2048];
+    uint32_t gap[200];
+    size_t ng = 0;
+    for (size_t i = 0; i < nuids; i++)
+        if (i % 3 != 1)
+            gap[ng++] = uids[i];
+    for (int pass = 0; pass < 2; pass++) {
+        vuids = pass ? gap : NULL;
+        nvuids = ng;
+        for (size_t q = 0; q < NQ; q++)
+            snprintf(fast[q], sizeof fast[q], "%s", run(qs[q]));
+        set_members_mark(false);
+        for (size_t q = 0; q < NQ; q++)
+            snprintf(walk[q], sizeof walk[q], "%s", run(qs[q]));
+        set_members_mark(true);
+        for (size_t q = 0; q < NQ; q++)
+            ck_assert_msg(strcmp(fast[q], walk[q]) == 0, "%s (pass %d): index %s, walk %s",
+                          qs[q], pass, fast[q], walk[q]);
+    }
+    vuids = NULL;
+    /* the known answers, so that both paths cannot be wrong together */
+    ck_assert_str_eq(run("BODY quokkafish"), "129,140,151,164,175");
+    ck_assert_str_eq(run("BODY \"zebracorn twice\""), "159,160");
+    ck_assert_str_eq(run("BODY zebracorn FLAGGED"), "160");
+    /* the member map is what the index path trusts: drop the needle's
+     * entry and the query misses it; without the mark it walks again */
+    struct msg_ref r;
+    ck_assert_int_eq(inst_msg_get(in, mb.id, 81, &r), 0);
+    inst_rd_end(in);
+    ck_assert_int_eq(inst_wr_begin(in, &err), 0);
+    const struct index_dbs *dbs = inst_index_dbs(in);
+    unsigned char mk[16];
+    for (int i = 0; i < 8; i++)
+        mk[i] = (unsigned char)(r.msgnum >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++) {
+        mk[8 + i] = (unsigned char)(mb.id >> (24 - 8 * i));
+        mk[12 + i] = (unsigned char)(81u >> (24 - 8 * i));
+    }
+    MDB_val k = { 16, mk };
+    ck_assert_int_eq(mdb_del(inst_txn(in), dbs->dbi[DBI_MEM], &k, NULL), 0);
+    ck_assert_int_eq(inst_wr_commit(in, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    ck_assert_str_eq(run("BODY needle"), "");
+    /* `coffer verify` sees the hole */
+    inst_rd_end(in);
+    char *rep = NULL;
+    size_t replen = 0;
+    FILE *f = open_memstream(&rep, &replen);
+    ck_assert_int_eq(store_verify_inst(in, f), 1);
+    fclose(f);
+    ck_assert_msg(strstr(rep, "member map has") != NULL, "%s", rep);
+    free(rep);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    set_members_mark(false);
+    ck_assert_str_eq(run("BODY needle"), "81");
+    /* a full reindex refills the map and sets the mark again */
+    inst_rd_end(in);
+    uint64_t cnt = 0;
+    ck_assert_int_eq(store_reindex(in, true, &cnt, &err), 0);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    ck_assert(ix_members_complete(inst_txn(in), inst_index_dbs(in)));
+    ck_assert_str_eq(run("BODY needle"), "81");
+    inst_rd_end(in);
+    f = open_memstream(&rep, &replen);
+    ck_assert_int_eq(store_verify_inst(in, f), 0);
+    fclose(f);
+    free(rep);
+    ck_assert_int_eq(inst_rd_begin(in), 0);
+    ck_assert_str_eq(run("BODY \"zebracorn twice\""), "159,160");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("search_exec");
@@ -280,6 +413,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_text_keys);
     tcase_add_test(tc, test_combinations);
     tcase_add_test(tc, test_fallback_and_corruption);
+    tcase_add_test(tc, test_start_from_index);
     suite_add_tcase(s, tc);
     return s;
 }

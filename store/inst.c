@@ -772,34 +772,65 @@ int inst_msg_raw(struct inst *in, uint64_t msgnum,
     return STORE_OK;
 }
 
-int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
-                  int (*sink)(void *ctx, const void *p, size_t n), void *ctx)
+/* The message record and the first chunk ending after *off, with *len
+ * clamped to the message: the start shared by both range readers. *len is
+ * 0 when nothing is to be read. */
+static int range_begin(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t *len,
+                       MDB_txn **txn, struct msg_rec *m, uint32_t *first)
 {
-    MDB_txn *txn = inst_cur_txn(in);
-    if (!txn)
+    if (!(*txn = inst_cur_txn(in)))
         return STORE_EIO;
-    struct msg_rec m;
-    int rc = get_msg_rec(in, txn, msgnum, &m);
+    int rc = get_msg_rec(in, *txn, msgnum, m);
     if (rc)
         return rc;
-    if (off >= m.canon_size)
+    if (off >= m->canon_size) {
+        *len = 0;
         return STORE_OK;
-    if (len > m.canon_size - off)
-        len = m.canon_size - off;
-    uint64_t end = off + len;
+    }
+    if (*len > m->canon_size - off)
+        *len = m->canon_size - off;
     /* Content-defined chunks are small (tens of thousands in a big
      * message): find the first chunk ending after off by bisection. */
-    uint32_t lo = 0, hi = m.nchunks;
+    uint32_t lo = 0, hi = m->nchunks;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         struct msg_chunk c;
-        msg_rec_chunk(&m, mid, &c);
+        msg_rec_chunk(m, mid, &c);
         if (c.canon_off + c.canon_len <= off)
             lo = mid + 1;
         else
             hi = mid;
     }
-    for (uint32_t i = lo; i < m.nchunks && off < end; i++) {
+    *first = lo;
+    return STORE_OK;
+}
+
+/* Appends the canonical octets [0, e) of chunk c (raw octets p) to dst, and
+ * perhaps a few more. A canonical offset is never below its raw one, so
+ * the first e raw octets cover canonical [0, e): a header fetch converts
+ * the header, not the whole chunk. */
+static int canon_prefix(const struct msg_chunk *c, const unsigned char *p, uint64_t e,
+                        struct buf *dst)
+{
+    size_t base = dst->len, need = e < c->raw_len ? (size_t)e : c->raw_len;
+    int pcr = c->prev_cr;
+    if (canon_append(dst, p, need, &pcr))
+        return STORE_EIO;
+    size_t got = dst->len - base;
+    return (need == c->raw_len ? got != c->canon_len : got < e) ? STORE_ECORRUPT : STORE_OK;
+}
+
+int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
+                  int (*sink)(void *ctx, const void *p, size_t n), void *ctx)
+{
+    MDB_txn *txn;
+    struct msg_rec m;
+    uint32_t first;
+    int rc = range_begin(in, msgnum, off, &len, &txn, &m, &first);
+    if (rc || !len)
+        return rc;
+    uint64_t end = off + len;
+    for (uint32_t i = first; i < m.nchunks && off < end; i++) {
         struct msg_chunk c;
         msg_rec_chunk(&m, i, &c);
         uint64_t cs = c.canon_off, ce = c.canon_off + c.canon_len;
@@ -810,22 +841,13 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
         const unsigned char *p;
         if ((rc = view_chunk(in, txn, msgnum, i, &c, &p)))
             return rc;
-        size_t n = c.raw_len;
-        uint64_t s = off - cs;
-        uint64_t e = (end < ce ? end : ce) - cs;
+        uint64_t s = off - cs, e = (end < ce ? end : ce) - cs;
         if (c.canon_len != c.raw_len) {
-            /* A canonical offset is never below its raw one, so the first
-             * e raw octets cover canonical [0, e): a header fetch converts
-             * the header, not the whole chunk. */
             struct buf *cb = &in->scratch[1];
-            int pcr = c.prev_cr;
-            size_t need = e < n ? (size_t)e : n;
             buf_reset(cb);
-            if (canon_append(cb, p, need, &pcr) ||
-                (need == n ? cb->len != c.canon_len : cb->len < e))
-                return STORE_ECORRUPT;
+            if ((rc = canon_prefix(&c, p, e, cb)))
+                return rc;
             p = cb->data;
-            n = cb->len;
         }
         if ((rc = sink(ctx, p + s, (size_t)(e - s))))
             return rc;
@@ -837,31 +859,16 @@ int inst_msg_read(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
 int inst_msg_read_buf(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t len,
                       struct buf *out)
 {
-    MDB_txn *txn = inst_cur_txn(in);
-    if (!txn)
-        return STORE_EIO;
+    MDB_txn *txn;
     struct msg_rec m;
-    int rc = get_msg_rec(in, txn, msgnum, &m);
-    if (rc)
+    uint32_t first;
+    int rc = range_begin(in, msgnum, off, &len, &txn, &m, &first);
+    if (rc || !len)
         return rc;
-    if (off >= m.canon_size)
-        return STORE_OK;
-    if (len > m.canon_size - off)
-        len = m.canon_size - off;
     uint64_t end = off + len;
     if (buf_reserve(out, (size_t)len))
         return STORE_EIO;
-    uint32_t lo = 0, hi = m.nchunks;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        struct msg_chunk c;
-        msg_rec_chunk(&m, mid, &c);
-        if (c.canon_off + c.canon_len <= off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (uint32_t i = lo; i < m.nchunks && off < end; i++) {
+    for (uint32_t i = first; i < m.nchunks && off < end; i++) {
         struct msg_chunk c;
         msg_rec_chunk(&m, i, &c);
         uint64_t cs = c.canon_off, ce = c.canon_off + c.canon_len;
@@ -872,28 +879,21 @@ int inst_msg_read_buf(struct inst *in, uint64_t msgnum, uint64_t off, uint64_t l
         const unsigned char *p;
         if ((rc = view_chunk(in, txn, msgnum, i, &c, &p)))
             return rc;
-        size_t n = c.raw_len;
         uint64_t s = off - cs, e = (end < ce ? end : ce) - cs;
         if (c.canon_len == c.raw_len) {
             if (buf_append(out, p + s, (size_t)(e - s)))
                 return STORE_EIO;
         } else if (s == 0) {
-            /* as inst_msg_read: the first e raw octets cover canonical [0, e) */
-            size_t base = out->len, need = e < n ? (size_t)e : n;
-            int pcr = c.prev_cr;
-            if (canon_append(out, p, need, &pcr))
-                return STORE_EIO;
-            if (need == n ? out->len - base != c.canon_len : out->len - base < e)
-                return STORE_ECORRUPT;
+            /* converted straight into out, cut back to [0, e) */
+            size_t base = out->len;
+            if ((rc = canon_prefix(&c, p, e, out)))
+                return rc;
             out->len = base + (size_t)e;
         } else {
             struct buf *cb = &in->scratch[1];
-            int pcr = c.prev_cr;
-            size_t need = e < n ? (size_t)e : n;
             buf_reset(cb);
-            if (canon_append(cb, p, need, &pcr) ||
-                (need == n ? cb->len != c.canon_len : cb->len < e))
-                return STORE_ECORRUPT;
+            if ((rc = canon_prefix(&c, p, e, cb)))
+                return rc;
             if (buf_append(out, cb->data + s, (size_t)(e - s)))
                 return STORE_EIO;
         }

@@ -284,16 +284,24 @@ static int derive_put(struct inst *in, uint64_t msgnum, const struct buf *info, 
  * COFFER_BENCH_RAW_LIT_TEXT=N overrides it (0: headers only): benchmarks
  * only. */
 #define RAW_LIT_TEXT_MAX 8192
+
+/* A size limit read once from a COFFER_BENCH_* variable (benchmarks only),
+ * dflt when it is unset; negative values mean 0. */
+static size_t bench_size(const char *name, long dflt, long *cache)
+{
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e ? atol(e) : dflt;
+        if (*cache < 0)
+            *cache = 0;
+    }
+    return (size_t)*cache;
+}
+
 static size_t raw_lit_text_max(void)
 {
     static long v = -1;
-    if (v < 0) {
-        const char *e = getenv("COFFER_BENCH_RAW_LIT_TEXT");
-        v = e ? atol(e) : RAW_LIT_TEXT_MAX;
-        if (v < 0)
-            v = 0;
-    }
-    return (size_t)v;
+    return bench_size("COFFER_BENCH_RAW_LIT_TEXT", RAW_LIT_TEXT_MAX, &v);
 }
 
 /* Text chunks of at most this many raw octets may be stored uncompressed
@@ -305,13 +313,7 @@ static size_t raw_lit_text_max(void)
 static size_t stored_text_max(void)
 {
     static long v = -1;
-    if (v < 0) {
-        const char *e = getenv("COFFER_BENCH_STORED_TEXT");
-        v = e ? atol(e) : STORED_TEXT_MAX;
-        if (v < 0)
-            v = 0;
-    }
-    return (size_t)v;
+    return bench_size("COFFER_BENCH_STORED_TEXT", STORED_TEXT_MAX, &v);
 }
 
 /* The header chunk is stored uncompressed (chunk.c chunk_stored_frame)

@@ -663,8 +663,11 @@ static void log_fail(struct auth_ctx *a, enum auth_status st)
         const void *who = NULL;
         if (a->sc)
             sasl_getprop(a->sc, SASL_AUTHUSER, &who);
-        log_info("auth failure from %s mech=%s user=%s", conn_peer_ip(a->conn), a->mech,
-                 who ? (const char *)who : "?");
+        /* penalty= is the per-IP wait this connection served before its
+         * first exchange: a sysadmin sees an attacker's penalty grow, and
+         * tests check it where timings are too noisy (memcheck). */
+        log_info("auth failure from %s mech=%s user=%s penalty=%dms", conn_peer_ip(a->conn),
+                 a->mech, who ? (const char *)who : "?", a->penalty_done ? G.penalty_ms : 0);
     }
 }
 

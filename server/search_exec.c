@@ -174,7 +174,8 @@ static int cand_cmp(const void *a, const void *b)
  * sees header and body text, indexed separately). */
 struct tri_src {
     struct ix_cursor c1, c2;
-    const unsigned char *tri;
+    const unsigned char *tri;     /* NULL for a long gram */
+    uint32_t gram;                /* the long gram's hash (index_read.h) */
     uint8_t offs;                 /* bit k % 8 for each offset k of tri in the key */
     bool two, open1, open2;
     uint64_t v1, v2;              /* last seek's answer per field */
@@ -288,21 +289,95 @@ static void close_sources(struct tri_src *src, size_t ns)
     free(src);
 }
 
-/* One source per distinct trigram of the key (its offsets as a bit set). */
+static int open_cursor(struct ex *x, const struct tri_src *s, int f, const unsigned char *id,
+                       struct ix_cursor *c)
+{
+    return s->tri ? ix_cursor_open(x->txn, x->dbs, f, id, c)
+                  : ix_cursor_open_gram(x->txn, x->dbs, f, s->gram, c);
+}
+
+static int open_one(struct ex *x, struct tri_src *s, int f1, int f2, const unsigned char *id)
+{
+    int rc = open_cursor(x, s, f1, id, &s->c1);
+    if (rc == STORE_OK) {
+        s->open1 = true;
+        if (f2 >= 0 && (rc = open_cursor(x, s, f2, id, &s->c2)) == STORE_OK)
+            s->open2 = s->two = true;
+    }
+    return rc;
+}
+
+#define GRAM_SOURCES_MAX 8
+
+/* Can the key use the long grams of field f? Only if the index has them
+ * for every message and for that field, and the key holds whole windows;
+ * a separator octet is never inside an indexed gram (nor in folded
+ * UTF-8): such a key keeps to its trigrams. */
+static bool grams_usable(struct ex *x, const struct search_node *n, int f)
+{
+    return f >= 0 && (IX_GRAM_FIELDS & (1u << f)) && n->klen >= IX_GRAM_MINKEY &&
+           !memchr(n->key, MAILTEXT_SEP, n->klen) && ix_grams_complete(x->txn, x->dbs);
+}
+
+/* A TEXT key is looked up in the header text (no grams) or the body (with
+ * them): joined as one, the header's trigram lists would keep the body's
+ * grams from driving, so the two fields are joined apart and their
+ * candidates merged. */
+static bool split_fields(struct ex *x, const struct search_node *n, int f1, int f2)
+{
+    return f2 >= 0 && !(IX_GRAM_FIELDS & (1u << f1)) && grams_usable(x, n, f2);
+}
+
+/* One source per distinct trigram of the key (its offsets as a bit set),
+ * and, when the index has them and the key is long enough, one per
+ * distinct long gram the key selects, first: they are the rare lists that
+ * should drive the join (index_read.h, "Long grams"). */
 static int open_sources(struct ex *x, const struct search_node *n, int f1, int f2,
                         struct tri_src **out, size_t *nout)
 {
-    size_t ntri = n->klen - 2, ns = 0;
-    struct tri_src *src = calloc(ntri, sizeof *src);
+    size_t ntri = n->klen - 2, ns = 0, ng = 0;
+    struct ix_gram *g = NULL;
+    /* only if every field the key is looked up in has grams */
+    if (grams_usable(x, n, f1) && (f2 < 0 || grams_usable(x, n, f2))) {
+        g = malloc(n->klen * sizeof *g);
+        if (g)
+            ng = ix_winnow(n->key, n->klen, g);
+        /* without it the trigrams alone still answer exactly */
+        if (ng > GRAM_SOURCES_MAX) {
+            /* every gram is required, so any of them will do: a few
+             * spread over the key find the same few candidates, and each
+             * list costs a seek per segment it has nothing in */
+            for (size_t k = 0; k < GRAM_SOURCES_MAX; k++)
+                g[k] = g[k * ng / GRAM_SOURCES_MAX];
+            ng = GRAM_SOURCES_MAX;
+        }
+    }
+    struct tri_src *src = calloc(ntri + ng, sizeof *src);
     int rc = STORE_OK;
     *out = NULL;
     *nout = 0;
     if (!src) {
+        free(g);
         *x->err = "out of memory";
         return STORE_EIO;
     }
-    for (size_t k = 0; k < ntri && rc == STORE_OK; k++) {
+    for (size_t k = 0; k < ng && rc == STORE_OK; k++) {
         size_t j = 0;
+        while (j < ns && src[j].gram != g[k].hash)
+            j++;
+        if (j < ns) {               /* the same gram again, at another offset */
+            src[j].offs |= (uint8_t)(1u << (g[k].pos & 7));
+            continue;
+        }
+        struct tri_src *s = &src[ns++];
+        s->gram = g[k].hash;
+        s->offs = (uint8_t)(1u << (g[k].pos & 7));
+        rc = open_one(x, s, f1, f2, NULL);
+    }
+    free(g);
+    size_t ngs = ns;
+    for (size_t k = 0; k < ntri && rc == STORE_OK; k++) {
+        size_t j = ngs;
         while (j < ns && memcmp(src[j].tri, n->key + k, 3) != 0)
             j++;
         if (j < ns) {               /* the same trigram again, at offset k */
@@ -312,11 +387,7 @@ static int open_sources(struct ex *x, const struct search_node *n, int f1, int f
         struct tri_src *s = &src[ns++];
         s->tri = n->key + k;
         s->offs = (uint8_t)(1u << (k & 7));
-        if ((rc = ix_cursor_open(x->txn, x->dbs, f1, n->key + k, &s->c1)) == STORE_OK) {
-            s->open1 = true;
-            if (f2 >= 0 && (rc = ix_cursor_open(x->txn, x->dbs, f2, n->key + k, &s->c2)) == STORE_OK)
-                s->open2 = s->two = true;
-        }
+        rc = open_one(x, s, f1, f2, n->key + k);
     }
     if (rc) {
         close_sources(src, ns);
@@ -329,8 +400,8 @@ static int open_sources(struct ex *x, const struct search_node *n, int f1, int f
     return STORE_OK;
 }
 
-static int index_filter(struct ex *x, const struct search_node *n, int f1, int f2,
-                        struct cand *c, size_t *m)
+static int filter_fields(struct ex *x, const struct search_node *n, int f1, int f2,
+                         struct cand *c, size_t *m)
 {
     struct tri_src *src;
     size_t ns;
@@ -343,6 +414,42 @@ static int index_filter(struct ex *x, const struct search_node *n, int f1, int f
         *x->err = "text index is corrupt: run `coffer verify` and `coffer reindex`";
     else if (rc)
         *x->err = "cannot read the text index";
+    return rc;
+}
+
+/* Keep the candidates c[0..*m) (sorted by cand_cmp) that the index finds
+ * in field f1 or f2 (f2 < 0: f1 alone). */
+static int index_filter(struct ex *x, const struct search_node *n, int f1, int f2,
+                        struct cand *c, size_t *m)
+{
+    if (!split_fields(x, n, f1, f2))
+        return filter_fields(x, n, f1, f2, c, m);
+    size_t m1 = *m, m2 = *m;
+    struct cand *b = malloc((*m ? *m : 1) * sizeof *b), *u = malloc((*m ? *m : 1) * sizeof *u);
+    if (!b || !u) {
+        free(b);
+        free(u);
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    memcpy(b, c, *m * sizeof *c);
+    int rc = filter_fields(x, n, f1, -1, c, &m1);
+    if (rc == STORE_OK)
+        rc = filter_fields(x, n, f2, -1, b, &m2);
+    if (rc == STORE_OK) {
+        /* both are sorted subsets of the candidates: merge, once each */
+        size_t i = 0, j = 0, k = 0;
+        while (i < m1 || j < m2) {
+            int d = i == m1 ? 1 : j == m2 ? -1 : cand_cmp(&c[i], &b[j]);
+            u[k++] = d <= 0 ? c[i] : b[j];
+            i += d <= 0;
+            j += d >= 0;
+        }
+        memcpy(c, u, k * sizeof *u);
+        *m = k;
+    }
+    free(b);
+    free(u);
     return rc;
 }
 
@@ -676,6 +783,55 @@ static int index_all(struct tri_src *src, size_t ns, uint64_t *out, size_t cap, 
     }
 }
 
+/* index_all over the key's lists in f1 or f2; a TEXT key's header and
+ * body are joined apart (split_fields) and merged. */
+static int all_candidates(struct ex *x, const struct search_node *a, int f1, int f2,
+                          uint64_t *out, size_t cap, size_t *m, bool *over)
+{
+    bool split = split_fields(x, a, f1, f2);
+    uint64_t *b = NULL, *u = NULL;
+    size_t mb = 0;
+    int rc = STORE_OK;
+    *m = 0;
+    *over = false;
+    if (split && (!(b = malloc(cap * sizeof *b)) || !(u = malloc(cap * sizeof *u)))) {
+        free(b);
+        *x->err = "out of memory";
+        return STORE_EIO;
+    }
+    for (int pass = 0; pass < (split ? 2 : 1) && rc == STORE_OK && !*over; pass++) {
+        struct tri_src *src;
+        size_t ns;
+        rc = split ? open_sources(x, a, pass ? f2 : f1, -1, &src, &ns)
+                   : open_sources(x, a, f1, f2, &src, &ns);
+        if (rc)
+            break;
+        rc = pass ? index_all(src, ns, b, cap, &mb, over) : index_all(src, ns, out, cap, m, over);
+        close_sources(src, ns);
+        if (rc)
+            *x->err = rc == STORE_ECORRUPT
+                ? "text index is corrupt: run `coffer verify` and `coffer reindex`"
+                : "cannot read the text index";
+    }
+    if (split && rc == STORE_OK && !*over) {
+        size_t i = 0, j = 0, k = 0;
+        while ((i < *m || j < mb) && !*over) {
+            uint64_t p = i < *m ? out[i] : UINT64_MAX, q = j < mb ? b[j] : UINT64_MAX;
+            if (k == cap)
+                *over = true;
+            else
+                u[k++] = p <= q ? p : q;
+            i += p <= q;
+            j += q <= p;
+        }
+        memcpy(out, u, k * sizeof *u);
+        *m = k;
+    }
+    free(b);
+    free(u);
+    return rc;
+}
+
 static size_t view_find(const struct search_view *v, uint32_t uid)
 {
     size_t lo = 0, hi = v->n;
@@ -700,27 +856,16 @@ static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *
     size_t cap = v->n / 64 + 256, m = 0;
     int f1, f2;
     text_fields(a, &f1, &f2);
-    struct tri_src *src;
-    size_t ns;
-    int rc = open_sources(x, a, f1, f2, &src, &ns);
-    if (rc)
-        return rc;
     uint64_t *nums = malloc(cap * sizeof *nums);
     bool over = false;
     if (!nums) {
-        close_sources(src, ns);
         *x->err = "out of memory";
         return STORE_EIO;
     }
-    rc = index_all(src, ns, nums, cap, &m, &over);
-    close_sources(src, ns);
+    int rc = all_candidates(x, a, f1, f2, nums, cap, &m, &over);
     if (rc || over) {
         free(nums);
-        if (rc)
-            *x->err = rc == STORE_ECORRUPT
-                ? "text index is corrupt: run `coffer verify` and `coffer reindex`"
-                : "cannot read the text index";
-        return rc ? rc : 0;
+        return rc ? rc : 0;     /* *x->err is set */
     }
     MDB_cursor *mc;
     if ((rc = ix_members_open(x->txn, x->dbs, &mc)) != STORE_OK) {

@@ -16,6 +16,7 @@
  * pages on every batch: data.mdb of the real corpus 41 MB instead of 33);
  * and chunk tables hold 8-octet ids instead of 32-octet hashes. */
 #include "store/admin.h"
+#include "store/b64chunk.h"
 #include "store/store_int.h"
 #include "proto/msginfo.h"
 #include <openssl/sha.h>
@@ -317,6 +318,63 @@ size_t chunk_stored_frame(unsigned char *f, const unsigned char *src, size_t n)
     return o;
 }
 
+/* The decoded octets of a base64 chunk are kept as a zstd frame only when
+ * it keeps at most this fraction of them (compressible attachments: text
+ * documents, uncompressed images); otherwise as they are, and a read
+ * re-encodes them straight from the map. COFFER_BENCH_B64_ZKEEP=F
+ * overrides it, COFFER_BENCH_NO_B64=1 turns the form off: benchmarks only. */
+#define B64_ZKEEP 0.90
+static double b64_zkeep(void)
+{
+    static double v = -1;
+    if (v < 0) {
+        const char *e = getenv("COFFER_BENCH_B64_ZKEEP");
+        v = e ? atof(e) : B64_ZKEEP;
+        if (v < 0)
+            v = 0;
+    }
+    return v;
+}
+
+static bool b64_enabled(void)
+{
+    static int v = -1;
+    if (v < 0)
+        v = !getenv("COFFER_BENCH_NO_B64");
+    return v;
+}
+
+/* The base64 form of raw[0..n) (store/b64chunk.h) into f, or 0 when the
+ * chunk is not one: header, prefix, suffix, then the decoded octets or a
+ * zstd frame of them. f has room for n + B64C_HDR octets. */
+static size_t b64_frame(ZSTD_CCtx *cctx, unsigned char *f, const unsigned char *raw, size_t n)
+{
+    static unsigned char *tmp, *z;
+    static size_t zcap;
+    if (!b64_enabled())
+        return 0;
+    if (!tmp) {
+        zcap = ZSTD_compressBound(STORE_CHUNK);
+        tmp = malloc(STORE_CHUNK);
+        z = malloc(zcap);
+        if (!tmp || !z) {
+            free(tmp);
+            free(z);
+            tmp = z = NULL;
+            return 0;                /* the chunk is stored as before */
+        }
+    }
+    size_t ml, bl;
+    if (b64c_pack(raw, n, f, tmp, &ml, &bl))
+        return 0;
+    size_t zl = ZSTD_compressCCtx(cctx, z, zcap, f + ml, bl, ZSTD_LEVEL);
+    if (ZSTD_isError(zl) || (double)zl > b64_zkeep() * (double)bl)
+        return ml + bl;
+    memcpy(f + ml, z, zl);
+    b64c_set_zstd(f);
+    return ml + zl;
+}
+
 int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, int how, uint64_t *id,
               uint32_t *stored, const char **err)
 {
@@ -362,14 +420,24 @@ int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, int how, uint
         }
     }
     ZSTD_CCtx *hc = how != CHUNK_Z ? rawlit_cctx() : NULL;
-    size_t z = how == CHUNK_STORED ? chunk_stored_frame(frame + CHUNK_VAL_HDR, raw, n)
+    /* attachments and large text chunks: base64 text is kept decoded when
+     * it is one. Not the header, and not small text chunks: those are
+     * stored as they are when they do not compress (base64 text parts),
+     * and BODY.PEEK[1] then serves them from the map without re-encoding
+     * (trying them cost it 12 % more instructions per message) */
+    size_t z = how == CHUNK_Z || how == CHUNK_RAWLIT
+                   ? b64_frame(cctx, frame + CHUNK_VAL_HDR, raw, n)
+                   : 0;
+    bool b64 = z != 0;
+    if (!b64)
+        z = how == CHUNK_STORED ? chunk_stored_frame(frame + CHUNK_VAL_HDR, raw, n)
                : hc ? ZSTD_compress2(hc, frame + CHUNK_VAL_HDR, frame_cap - CHUNK_VAL_HDR, raw, n)
                     : ZSTD_compressCCtx(cctx, frame + CHUNK_VAL_HDR, frame_cap - CHUNK_VAL_HDR,
                                         raw, n, ZSTD_LEVEL);
     /* CHUNK_SMALL: stored when compression keeps more than store_keep()
      * of the octets (it saves little, and a stored frame is served from
      * the map without zstd); otherwise the raw-literal frame */
-    if ((how == CHUNK_SMALL || how == CHUNK_SMALL_TEXT) && !ZSTD_isError(z) &&
+    if ((how == CHUNK_SMALL || how == CHUNK_SMALL_TEXT) && !b64 && !ZSTD_isError(z) &&
         (double)z > store_keep(how == CHUNK_SMALL_TEXT) * (double)n)
         z = chunk_stored_frame(frame + CHUNK_VAL_HDR, raw, n);
     if (ZSTD_isError(z)) {
@@ -442,8 +510,13 @@ static const unsigned char *stored_payload(const unsigned char *f, size_t flen, 
     return bh == (raw_len << 3 | 1) ? f + CHUNK_STORED_HDR + 3 : NULL;
 }
 
-int chunk_view(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len, uint32_t stored_len,
-               struct buf *scratch, const unsigned char **data, const void **frame, size_t *flen)
+static int chunk_view_val(const unsigned char *b, uint32_t raw_len, uint32_t stored_len,
+                          struct buf *scratch, const unsigned char **data);
+
+/* The stored value of chunk id, its lengths checked. */
+static int chunk_get(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len,
+                     uint32_t stored_len, const unsigned char **val, const void **frame,
+                     size_t *flen)
 {
     if (!in->have_chunks)
         return STORE_ECORRUPT;       /* a version 2 record in a store without chunks */
@@ -462,9 +535,56 @@ int chunk_view(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len, uin
     }
     if (v.mv_size != CHUNK_VAL_HDR + (size_t)stored_len || get_be32(b) != raw_len)
         return STORE_ECORRUPT;
+    *val = b;
+    return STORE_OK;
+}
+
+int chunk_view_canon(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len,
+                     uint32_t stored_len, int prev_cr, unsigned char *canon, size_t canon_len,
+                     struct buf *scratch, const unsigned char **data, const void **frame,
+                     size_t *flen)
+{
+    const unsigned char *b = NULL;
+    int rc = chunk_get(in, txn, id, raw_len, stored_len, &b, frame, flen);
+    if (rc)
+        return rc;
+    if (!canon || !b64c_is(b + CHUNK_VAL_HDR, stored_len))
+        return chunk_view_val(b, raw_len, stored_len, scratch, data);
+    /* scratch only holds a zstd payload's decoded octets (3/4 of raw) */
+    uint32_t crc;
+    buf_reset(scratch);
+    if (buf_reserve(scratch, raw_len ? raw_len : 1) ||
+        b64c_unpack_canon(b + CHUNK_VAL_HDR, stored_len, raw_len, prev_cr, canon, canon_len,
+                          scratch->data, store_dctx(), &crc) ||
+        crc != get_be32(b + 4))
+        return STORE_ECORRUPT;
+    *data = NULL;
+    return STORE_OK;
+}
+
+int chunk_view(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len, uint32_t stored_len,
+               struct buf *scratch, const unsigned char **data, const void **frame, size_t *flen)
+{
+    return chunk_view_canon(in, txn, id, raw_len, stored_len, 0, NULL, 0, scratch, data, frame,
+                            flen);
+}
+
+/* chunk_view's work once the value b (header included) is found. */
+static int chunk_view_val(const unsigned char *b, uint32_t raw_len, uint32_t stored_len,
+                          struct buf *scratch, const unsigned char **data)
+{
     const unsigned char *p = stored_payload(b + CHUNK_VAL_HDR, stored_len, raw_len);
     size_t n = raw_len;
-    if (!p) {
+    if (!p && b64c_is(b + CHUNK_VAL_HDR, stored_len)) {
+        /* the base64 form: re-encoded into scratch (a zstd payload is
+         * decompressed into its tail first) */
+        buf_reset(scratch);
+        if (buf_reserve(scratch, raw_len ? raw_len : 1) ||
+            b64c_unpack(b + CHUNK_VAL_HDR, stored_len, scratch->data, raw_len, store_dctx()))
+            return STORE_ECORRUPT;
+        scratch->len = raw_len;
+        p = scratch->data;
+    } else if (!p) {
         buf_reset(scratch);
         if (buf_reserve(scratch, raw_len ? raw_len : 1))
             return STORE_ECORRUPT;

@@ -38,6 +38,7 @@
 #define NFIELDS (MT_MSGID + 1)
 
 _Static_assert(NFIELDS == IX_NFIELDS, "index_int.h field count");
+_Static_assert(IX_GRAM_FIELD(0) == NFIELDS, "long grams follow the trigram fields");
 _Static_assert(DBI_MEM < sizeof ((struct index_dbs *)0)->dbi / sizeof (MDB_dbi), "dbi room");
 
 static const char *const dbnames[DBI_MEM + 1] = { "ix_meta", "ix_doc", "ix_text", "ix_sdir",
@@ -45,6 +46,7 @@ static const char *const dbnames[DBI_MEM + 1] = { "ix_meta", "ix_doc", "ix_text"
 static const MDB_val k_version = { 7, (void *)"version" };
 static const MDB_val k_incomplete = { 10, (void *)"incomplete" };
 static const MDB_val k_members = { 7, (void *)"members" };
+static const MDB_val k_grams = { 5, (void *)"grams" };
 
 static int mdb_fail(int rc, const char *what, const char **err)
 {
@@ -126,8 +128,13 @@ int index_open(MDB_txn *txn, bool create, struct index_dbs *dbs, const char **er
         if ((rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0)) ||
             (migrated && (rc = set_incomplete(txn, dbs, true))))
             return mdb_fail(rc, "writing the text index version", err);
-        /* created with the instance: every message to come is added */
+        /* created with the instance: every message to come is added, with
+         * its long grams */
         k = k_members;
+        v = (MDB_val){ 1, (void *)"1" };
+        if (fresh && (rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0)))
+            return mdb_fail(rc, "writing the text index version", err);
+        k = k_grams;
         v = (MDB_val){ 1, (void *)"1" };
         if (fresh && (rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0)))
             return mdb_fail(rc, "writing the text index version", err);
@@ -144,11 +151,32 @@ bool ix_complete(MDB_txn *txn, const struct index_dbs *dbs)
 int index_mark_complete(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
 {
     int rc = set_incomplete(txn, dbs, false);
+    if (rc == 0) {     /* the rebuild re-added every message with its grams */
+        MDB_cursor *c;
+        MDB_val k, v;
+        bool fits = true;       /* no msgnum beyond the grams' tag room */
+        if ((rc = mdb_cursor_open(txn, dbs->dbi[DBI_DOC], &c)) == 0) {
+            int r = mdb_cursor_get(c, &k, &v, MDB_LAST);
+            fits = r != 0 || (k.mv_size == 8 && get_be64(k.mv_data) <= IX_GRAM_MSGMASK);
+            mdb_cursor_close(c);
+        }
+        k = k_grams;
+        v = (MDB_val){ 1, (void *)"1" };
+        if (rc == 0 && fits)
+            rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0);
+    }
     if (rc == 0 && dbs->n > DBI_MEM) {
         MDB_val k = k_members, v = { 1, (void *)"1" };
         rc = mdb_put(txn, dbs->dbi[DBI_META], &k, &v, 0);
     }
     return rc ? mdb_fail(rc, "writing the text index", err) : STORE_OK;
+}
+
+bool ix_grams_complete(MDB_txn *txn, const struct index_dbs *dbs)
+{
+    MDB_val k = k_grams, v;
+    return mdb_get(txn, dbs->dbi[DBI_META], &k, &v) == 0 && v.mv_size == 1 &&
+           *(const char *)v.mv_data == '1';
 }
 
 bool ix_members_complete(MDB_txn *txn, const struct index_dbs *dbs)
@@ -265,6 +293,37 @@ static int trigrams(const struct buf *t, uint32_t **out, size_t *n)
         else
             a[u++] = tri << 8 | bit;
     }
+    *out = a;
+    *n = u;
+    return 0;
+}
+
+/* Distinct winnowed long grams of t (index_gram.c), sorted, as hash << 8
+ * (gram blocks keep no position masks: index_seg.c). */
+static int long_grams(const struct buf *t, uint32_t **out, size_t *n)
+{
+    *n = 0;
+    *out = NULL;
+    if (t->len < IX_GRAM_MINKEY)
+        return 0;
+    struct ix_gram *g = malloc(t->len * sizeof *g);
+    uint32_t *a = malloc(t->len * sizeof *a), *tmp = malloc(t->len * sizeof *a);
+    if (!g || !a || !tmp) {
+        free(g);
+        free(a);
+        free(tmp);
+        return -1;
+    }
+    size_t m = ix_winnow_text(t->data, t->len, g);
+    for (size_t i = 0; i < m; i++)
+        a[i] = g[i].hash;
+    free(g);
+    radix_sort(a, tmp, m, IX_GRAM_BITS);
+    free(tmp);
+    size_t u = 0;
+    for (size_t i = 0; i < m; i++)
+        if (u == 0 || a[u - 1] >> 8 != a[i])
+            a[u++] = a[i] << 8 | 0xFF;
     *out = a;
     *n = u;
     return 0;
@@ -424,11 +483,18 @@ static int pend_sort(struct ix_pend *a, size_t n, size_t *out)
         y = t;
     }
     free(tmp);              /* four passes: the sorted data is back in a */
-    bool sorted = true;
-    for (size_t i = 1; i < n && sorted; i++)
-        sorted = pend_cmp(&a[i - 1], &a[i]) < 0;
-    if (!sorted)
-        qsort(a, n, sizeof *a, pend_cmp);
+    /* msgnums of one key are in call order; a long-gram bucket's carry
+     * tags (index_read.h), so its run is sorted on its own */
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        bool sorted = true;
+        for (; j < n && a[j].key == a[i].key; j++)
+            if (a[j].msgnum <= a[j - 1].msgnum)
+                sorted = false;
+        if (!sorted)
+            qsort(a + i, j - i, sizeof *a, pend_cmp);
+        i = j;
+    }
     size_t u = 0;
     for (size_t i = 0; i < n; i++) {
         if (u > 0 && pend_cmp(&a[u - 1], &a[i]) == 0)
@@ -489,10 +555,14 @@ void index_discard(void)
 static int batch_add(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
                      struct mailtext *t, const char **err)
 {
-    for (int f = 0; f < NFIELDS; f++) {
+    for (int g = 0; g < 2 * NFIELDS; g++) {
+        /* trigrams of every field, then its long grams (field 8 + f) */
+        int f = g % NFIELDS;
         uint32_t *tri;
         size_t n;
-        if (trigrams(&t->f[f], &tri, &n)) {
+        if (g >= NFIELDS && (!(IX_GRAM_FIELDS & (1u << f)) || msgnum > IX_GRAM_MSGMASK))
+            continue;
+        if (g < NFIELDS ? trigrams(&t->f[f], &tri, &n) : long_grams(&t->f[f], &tri, &n)) {
             *err = "out of memory";
             return STORE_EIO;
         }
@@ -509,9 +579,15 @@ static int batch_add(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum,
             batch.e = ne;
             batch.cap = nc;
         }
-        for (size_t i = 0; i < n; i++)
-            batch.e[batch.n++] = (struct ix_pend){ (uint32_t)f << 24 | tri[i] >> 8,
-                                                   (uint8_t)tri[i], msgnum };
+        if (g < NFIELDS)
+            for (size_t i = 0; i < n; i++)
+                batch.e[batch.n++] = (struct ix_pend){ (uint32_t)g << 24 | tri[i] >> 8,
+                                                       (uint8_t)tri[i], msgnum };
+        else        /* bucket in the key, tag in the msgnum (index_read.h) */
+            for (size_t i = 0; i < n; i++)
+                batch.e[batch.n++] = (struct ix_pend){
+                    (uint32_t)g << 24 | (tri[i] >> 16) << 8, (uint8_t)tri[i],
+                    (uint64_t)(tri[i] >> 8 & 0xFF) << IX_GRAM_TAGSHIFT | msgnum };
         free(tri);
     }
     if (batch.ndocs == batch.capdocs) {
@@ -542,6 +618,13 @@ int index_add_message(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum
         return STORE_OK;                /* idempotent: already indexed */
     if (rc != MDB_NOTFOUND)
         return mdb_fail(rc, "reading the text index", err);
+    if (msgnum > IX_GRAM_MSGMASK) {
+        /* no room for its grams' tags: the executor keeps to trigrams */
+        MDB_val gk = k_grams;
+        rc = mdb_del(txn, dbs->dbi[DBI_META], &gk, NULL);
+        if (rc && rc != MDB_NOTFOUND)
+            return mdb_fail(rc, "updating the text index", err);
+    }
     if (batch.txn && batch.txn != txn) {
         if (batch.n || batch.ndocs) {
             /* a batch was committed without index_flush(): store bug */
@@ -613,8 +696,10 @@ int index_clear(MDB_txn *txn, const struct index_dbs *dbs, const char **err)
             return mdb_fail(rc, "clearing the text index", err);
     }
     /* until the caller's rebuild calls index_mark_complete() */
-    MDB_val mk = k_members;
+    MDB_val mk = k_members, gk = k_grams;
     int rc = mdb_del(txn, dbs->dbi[DBI_META], &mk, NULL);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = mdb_del(txn, dbs->dbi[DBI_META], &gk, NULL);
     if (rc && rc != MDB_NOTFOUND)
         return mdb_fail(rc, "clearing the text index", err);
     rc = set_incomplete(txn, dbs, true);

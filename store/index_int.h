@@ -16,7 +16,8 @@
  *            its varint msgnum delta and mask
  *   ix_sdir  seg u32 BE -> u32 crc32c(rest), u8 level, 3 zero octets,
  *            u64 lowest msgnum, u64 highest msgnum
- * Blocks of one (segment, field, trigram) hold disjoint increasing ranges. */
+ * Blocks of one (segment, field, trigram) hold disjoint increasing ranges.
+ * Fields 8 + f hold a long gram's hash in place of the trigram (index_read.h). */
 #ifndef COFFER_INDEX_INT_H
 #define COFFER_INDEX_INT_H
 #include <stddef.h>

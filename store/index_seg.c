@@ -14,6 +14,20 @@ static const char corrupt_msg[] = "corrupt text index block (run `coffer reindex
 
 /* ---- block codec ---- */
 
+/* Long-gram buckets (index_read.h) carry a tag above the msgnum, and no
+ * position masks: a gram is posted only where winnowing selected it, which
+ * filters as well as a mask, and a mask octet per posting would be a third
+ * of the grams' size. They decode with all-ones masks. */
+static bool is_gram(unsigned field)
+{
+    return field >= IX_GRAM_FIELD(0);
+}
+
+static uint64_t ent_msg(unsigned field, uint64_t v)
+{
+    return is_gram(field) ? v & IX_GRAM_MSGMASK : v;
+}
+
 static size_t put_varint(unsigned char *p, uint64_t v)
 {
     size_t n = 0;
@@ -48,10 +62,11 @@ static int block_decode(const unsigned char *key, const MDB_val *v, struct ix_en
     if (count == 0 || count > IX_BLOCK_MAX_ENTRIES)
         return STORE_ECORRUPT;
     uint64_t cur = get_be64(key + 8);
-    if (v->mv_size < IX_VHDR + 1)
+    unsigned mk = is_gram(key[4]) ? 0 : 1;     /* mask octets per entry */
+    if (v->mv_size < IX_VHDR + mk)
         return STORE_ECORRUPT;
-    ent[0] = (struct ix_ent){ cur, p[IX_VHDR] };
-    size_t off = IX_VHDR + 1, i = 1;
+    ent[0] = (struct ix_ent){ cur, mk ? p[IX_VHDR] : 0xFF };
+    size_t off = IX_VHDR + mk, i = 1;
     while (i < count) {
         uint64_t d = 0;
         unsigned shift = 0;
@@ -64,10 +79,11 @@ static int block_decode(const unsigned char *key, const MDB_val *v, struct ix_en
             if (!(b & 0x80))
                 break;
         }
-        if (d == 0 || cur + d < cur || off >= v->mv_size)
+        if (d == 0 || cur + d < cur || off + mk > v->mv_size)
             return STORE_ECORRUPT;
         cur += d;
-        ent[i++] = (struct ix_ent){ cur, p[off++] };
+        ent[i++] = (struct ix_ent){ cur, mk ? p[off] : 0xFF };
+        off += mk;
     }
     if (off != v->mv_size || cur != last)
         return STORE_ECORRUPT;
@@ -76,24 +92,26 @@ static int block_decode(const unsigned char *key, const MDB_val *v, struct ix_en
 }
 
 /* How many of m[0..cnt) (increasing) fit in one block. */
-static size_t block_take(const struct ix_ent *m, size_t cnt)
+static size_t block_take(const struct ix_ent *m, size_t cnt, unsigned mk)
 {
-    size_t take = 1, size = IX_VHDR + 1;
+    size_t take = 1, size = IX_VHDR + mk;
     while (take < cnt && take < IX_BLOCK_MAX_ENTRIES &&
-           size + varint_len(m[take].msgnum - m[take - 1].msgnum) + 1 <=
+           size + varint_len(m[take].msgnum - m[take - 1].msgnum) + mk <=
                IX_VHDR + IX_BLOCK_MAX_BYTES)
-        size += varint_len(m[take].msgnum - m[take - 1].msgnum) + 1, take++;
+        size += varint_len(m[take].msgnum - m[take - 1].msgnum) + mk, take++;
     return take;
 }
 
 /* Encode ent[0..n) (the key carries ent[0]'s msgnum); n from block_take. */
-static size_t block_encode(const struct ix_ent *ent, size_t n, unsigned char *out)
+static size_t block_encode(const struct ix_ent *ent, size_t n, unsigned mk, unsigned char *out)
 {
     size_t off = IX_VHDR;
-    out[off++] = ent[0].mask;
+    if (mk)
+        out[off++] = ent[0].mask;
     for (size_t i = 1; i < n; i++) {
         off += put_varint(out + off, ent[i].msgnum - ent[i - 1].msgnum);
-        out[off++] = ent[i].mask;
+        if (mk)
+            out[off++] = ent[i].mask;
     }
     out[4] = (unsigned char)(n >> 8);
     out[5] = (unsigned char)n;
@@ -219,14 +237,26 @@ static int segw_list(struct segw *w, uint32_t ftkey, const struct ix_ent *m, siz
 {
     unsigned char ft[4], key[IX_KEYLEN], val[VAL_MAX];
     put_be32(ft, ftkey);
-    if (!w->any || m[0].msgnum < w->seg.lo)
-        w->seg.lo = m[0].msgnum;
-    if (!w->any || m[cnt - 1].msgnum > w->seg.hi)
-        w->seg.hi = m[cnt - 1].msgnum;
+    uint64_t lo = m[0].msgnum, hi = m[cnt - 1].msgnum;
+    if (is_gram(ft[0])) {
+        /* the segment's range is of plain msgnums */
+        lo = UINT64_MAX;
+        hi = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            uint64_t x = m[i].msgnum & IX_GRAM_MSGMASK;
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+    }
+    if (!w->any || lo < w->seg.lo)
+        w->seg.lo = lo;
+    if (!w->any || hi > w->seg.hi)
+        w->seg.hi = hi;
     w->any = true;
     for (size_t i = 0; i < cnt;) {
-        size_t take = block_take(m + i, cnt - i);
-        size_t len = block_encode(m + i, take, val);
+        unsigned mk = is_gram(ft[0]) ? 0 : 1;
+        size_t take = block_take(m + i, cnt - i, mk);
+        size_t len = block_encode(m + i, take, mk, val);
         make_key(key, w->seg.id, ft, m[i].msgnum);
         MDB_val k = { IX_KEYLEN, key }, v = { len, val };
         int rc = mdb_cursor_put(w->cur, &k, &v, MDB_APPEND);
@@ -476,27 +506,31 @@ int ixs_remove(MDB_txn *txn, const struct index_dbs *dbs, uint64_t msgnum, const
                 return STORE_ECORRUPT;
             }
             memcpy(key, k.mv_data, IX_KEYLEN);
-            size_t i = 0;
-            if (msgnum >= ent[0].msgnum && msgnum <= ent[n - 1].msgnum)
-                while (i < n && ent[i].msgnum != msgnum)
-                    i++;
-            if (msgnum < ent[0].msgnum || msgnum > ent[n - 1].msgnum || i == n) {
+            unsigned field = key[4];
+            uint64_t orig_last = ent[n - 1].msgnum;
+            size_t u = n;
+            if (is_gram(field) || (msgnum >= ent[0].msgnum && msgnum <= orig_last)) {
+                u = 0;              /* a gram bucket may hold it once per tag */
+                for (size_t i = 0; i < n; i++)
+                    if (ent_msg(field, ent[i].msgnum) != msgnum)
+                        ent[u++] = ent[i];
+            }
+            if (u == n) {
                 rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
                 continue;
             }
-            memmove(ent + i, ent + i + 1, (n - i - 1) * sizeof *ent);
             if ((rc = mdb_cursor_del(cur, 0)))
                 break;
-            if (n > 1) {
+            if (u > 0) {
                 unsigned char val[VAL_MAX];
-                size_t len = block_encode(ent, n - 1, val);
+                size_t len = block_encode(ent, u, is_gram(field) ? 0 : 1, val);
                 put_be64(key + 8, ent[0].msgnum);
                 MDB_val nk = { IX_KEYLEN, key }, nv = { len, val };
                 if ((rc = mdb_put(txn, dbi, &nk, &nv, 0)))
                     break;
             }
             /* continue after the rewritten block */
-            put_be64(key + 8, msgnum + 1);
+            put_be64(key + 8, orig_last + 1);
             k = (MDB_val){ IX_KEYLEN, key };
             rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         }
@@ -538,7 +572,8 @@ long ixs_verify(MDB_txn *txn, const struct index_dbs *dbs,
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
             const unsigned char *kp = k.mv_data;
             size_t n;
-            if (k.mv_size != IX_KEYLEN || kp[4] >= IX_NFIELDS) {
+            if (k.mv_size != IX_KEYLEN || kp[4] >= IX_GRAM_FIELD(IX_NFIELDS) ||
+                (is_gram(kp[4]) && kp[7] != 0)) {
                 bad++;
                 report(ctx, "text index: malformed posting key");
                 continue;
@@ -565,8 +600,11 @@ long ixs_verify(MDB_txn *txn, const struct index_dbs *dbs,
                 have_prev = false;
                 continue;
             }
-            if ((have_prev && memcmp(prev, kp, 8) == 0 && ent[0].msgnum <= prev_last) ||
-                ent[0].msgnum < sg->lo || ent[n - 1].msgnum > sg->hi) {
+            bool out = false;
+            for (size_t i = 0; i < n && !out; i++)
+                out = ent_msg(kp[4], ent[i].msgnum) < sg->lo ||
+                      ent_msg(kp[4], ent[i].msgnum) > sg->hi;
+            if ((have_prev && memcmp(prev, kp, 8) == 0 && ent[0].msgnum <= prev_last) || out) {
                 bad++;
                 report(ctx, "text index: posting block out of its segment's order or range");
             }
@@ -602,6 +640,16 @@ int ix_cursor_open(MDB_txn *txn, const struct index_dbs *dbs, int field,
             return STORE_EIO;
         }
     return STORE_OK;
+}
+
+int ix_cursor_open_gram(MDB_txn *txn, const struct index_dbs *dbs, int field, uint32_t hash,
+                        struct ix_cursor *c)
+{
+    unsigned char b[3] = { (unsigned char)(hash >> 16), (unsigned char)(hash >> 8), 0 };
+    int rc = ix_cursor_open(txn, dbs, IX_GRAM_FIELD(field), b, c);
+    c->gram = true;
+    c->tag = (uint64_t)(hash & 0xFF) << IX_GRAM_TAGSHIFT;
+    return rc;
 }
 
 void ix_cursor_close(struct ix_cursor *c)
@@ -755,9 +803,16 @@ int ix_cursor_seek(struct ix_cursor *c, uint64_t target, uint64_t *out)
             continue;
         uint64_t v;
         uint8_t mk;
-        int r = seg_seek(c, i, target, &v, &mk);
+        int r = seg_seek(c, i, c->tag | target, &v, &mk);
         if (r < 0)
             return r;
+        if (r == 1 && c->gram) {
+            if ((v & ~IX_GRAM_MSGMASK) != c->tag) {
+                s->done = true;       /* past this gram's run in the bucket */
+                continue;
+            }
+            v &= IX_GRAM_MSGMASK;
+        }
         if (r == 1 && v < best)
             best = v, best_mask = mk;
         else if (r == 1 && v == best)

@@ -13,7 +13,8 @@
  *           version 1 tables name frames in blob, version 2 in chunk
  *   blob    (msgnum, chunk) -> one zstd frame of <= STORE_CHUNK raw octets
  *           (version 1 records only: stores written before schema 2)
- *   chunk   chunk id -> u32 raw length, u32 crc32c(raw), zstd frame
+ *   chunk   chunk id -> u32 raw length, u32 crc32c(raw), then a zstd frame
+ *           or (schema 3) the base64 form, "CB64" + header (store/b64chunk.h)
  *   cref    SHA-256(raw chunk) -> u64 chunk id, u64 refcount (references from
  *           chunk tables), u32 raw length, u32 frame length, u32 crc32c
  *   info    msgnum -> u32 parser version, u32 crc32c, msginfo record
@@ -32,8 +33,12 @@
 
 /* Schema 2 added content-keyed chunks (chunk, cref). A schema 1 store is
  * read as it is (version 1 records keep their blob frames); a writable
- * open adds the two databases and records schema 2 (docs/ARCHITECTURE.md). */
-#define STORE_SCHEMA_VERSION 2
+ * open adds the two databases and records schema 2 (docs/ARCHITECTURE.md).
+ * Schema 3 added the base64 chunk form (store/b64chunk.h): nothing to
+ * migrate, but a writable open records 3, so a Coffer that knows only
+ * zstd chunk values refuses the store ("upgrade Coffer") instead of
+ * calling its new chunks corrupt. */
+#define STORE_SCHEMA_VERSION 3
 #define STORE_SCHEMA_OLDEST 1
 #define STORE_CHUNK (256u * 1024u)          /* raw octets per zstd frame */
 #define STORE_MSG_MAX (1024u * 1024u * 1024u) /* largest message we import */
@@ -87,7 +92,7 @@ struct registry {
 #define MSG_CHUNK_ENT 21  /* raw_len u32, canon_off u64, canon_len u32, prev_cr u8, clen u32 */
 #define MSG_CHUNK_ENT2 29 /* version 2: the same + u64 chunk id */
 #define CHUNK_KEY 32      /* cref key: SHA-256 of the raw chunk */
-#define CHUNK_VAL_HDR 8   /* raw_len u32, crc32c(raw) u32, then the zstd frame */
+#define CHUNK_VAL_HDR 8   /* raw_len u32, crc32c(raw) u32, then the zstd frame or base64 form */
 #define CREF_REC_LEN 28
 
 struct msg_chunk {
@@ -178,8 +183,11 @@ int chunk_plan(const unsigned char *raw, size_t len, size_t hdr_len, const struc
  * chunk.c rawlit_cctx); CHUNK_STORED stores the octets in raw blocks
  * (chunk_stored_frame); CHUNK_SMALL (the header chunk and small text
  * chunks) stores them when a raw-literal frame would save little (chunk.c
- * store_keep), else compresses with raw literals. The frame is an
- * ordinary zstd frame in every case. *id gets its chunk id, *stored the frame length. */
+ * store_keep), else compresses with raw literals. CHUNK_Z and
+ * CHUNK_RAWLIT chunks that are mostly base64 lines take the base64 form
+ * instead (decoded octets, raw or a zstd frame of them: store/b64chunk.h);
+ * every other value is an ordinary zstd frame. *id gets its chunk id,
+ * *stored the value's length after CHUNK_VAL_HDR. */
 enum { CHUNK_Z = 0, CHUNK_RAWLIT = 1, CHUNK_STORED = 2, CHUNK_SMALL = 3, CHUNK_SMALL_TEXT = 4 };
 int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, int how, uint64_t *id,
               uint32_t *stored, const char **err);
@@ -188,9 +196,19 @@ int chunk_ref(struct inst *in, const unsigned char *raw, size_t n, int how, uint
 size_t chunk_stored_frame(unsigned char *f, const unsigned char *src, size_t n);
 /* The raw octets of chunk id, checked (length, CRC32C): *data points into
  * the map for a one-block stored frame (valid while txn lives), else into
- * scratch, where the frame was decompressed. frame/flen as chunk_load. */
+ * scratch, where the frame was decompressed or the base64 form
+ * re-encoded. frame/flen as chunk_load. */
 int chunk_view(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len, uint32_t stored_len,
                struct buf *scratch, const unsigned char **data, const void **frame, size_t *flen);
+/* chunk_view, except that when canon is set and the chunk is in the base64
+ * form, its canonical octets (exactly canon_len: the chunk table's
+ * canon_len; prev_cr from it too) are written straight to canon, the CRC32C
+ * of the raw octets checked on the way, and *data is set to NULL: the
+ * converted octets need no second pass. */
+int chunk_view_canon(struct inst *in, MDB_txn *txn, uint64_t id, uint32_t raw_len,
+                     uint32_t stored_len, int prev_cr, unsigned char *canon, size_t canon_len,
+                     struct buf *scratch, const unsigned char **data, const void **frame,
+                     size_t *flen);
 /* mdb_get through a cursor kept per database while the reader's txn
  * lives (inst.c): consecutive keys on one leaf page skip the descent from
  * the root. Any other txn (a writer's) uses mdb_get. */

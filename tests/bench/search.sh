@@ -9,7 +9,8 @@
 # BENCH_NO_DOVECOT=1 (Coffer only), BENCH_DATA (a kept data dir: imported
 # into when it has no instance, else searched as it is), BENCH_IMPORT_NICE,
 # BENCH_STATS (stats sidecar for the query words), BENCH_RAW_BYTES (raw size
-# of an archive imported in pieces).
+# of an archive imported in pieces), BENCH_WORDS=w1,w2 (extra BODY queries
+# for fixed words). The import line also gives its CPU time.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH="$here/../integration${PYTHONPATH:+:$PYTHONPATH}"

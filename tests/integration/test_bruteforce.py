@@ -15,6 +15,7 @@ reconnecting after every BYE. Meanwhile
 Env: COFFER_BRUTE_SECONDS (attack duration, default 20)."""
 
 import os
+import re
 import socket
 import ssl
 import sys
@@ -194,8 +195,16 @@ def test_failed_guesses_on_new_connections_keep_penalty():
             times.append(dt)
             time.sleep(0.2)      # the parent reads the failure report
         print("  per-connection single guesses took %s" % ", ".join("%.2f" % t for t in times))
-        # 0, 250, 500, 1000, 2000 ms (capped) of penalty on top of the delay
-        assert times[-1] >= 1.8 and times[-1] > times[1] + 1.0, times
+        # 0, 250, 500, 1000, 2000 ms (capped) of penalty on top of the delay:
+        # what each child served, from its failure log line ...
+        served = [int(m) for m in
+                  re.findall(r"auth failure from 127\.0\.0\.3 \S+ \S+ penalty=(\d+)ms", s.log())]
+        assert served == [0, 250, 500, 1000, 2000], served
+        # ... and what the client waited (memcheck's own per-login cost
+        # varies by seconds under load: the log above is the check there)
+        assert times[-1] >= 1.8, times
+        if not UNDER_VALGRIND:
+            assert times[-1] > times[1] + 1.0, times
         st, dt = legit_login(s, source="127.0.0.4")
         assert st.startswith("a OK") and (dt < LEGIT_LIMIT or UNDER_VALGRIND), dt
 

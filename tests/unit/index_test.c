@@ -660,6 +660,318 @@ START_TEST(test_members)
 }
 END_TEST
 
+/* ---- long grams (index_read.h) ---- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static unsigned rnd(unsigned n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state % n);
+}
+
+/* Is (hash, pos) among a[0..n) (sorted by pos)? */
+static bool gram_at(const struct ix_gram *a, size_t n, uint32_t hash, uint32_t pos)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid].pos < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && a[lo].pos == pos && a[lo].hash == hash;
+}
+
+/* The winnowing guarantee the executor relies on: for random texts (tiny
+ * alphabets force repeated grams and hash ties) and their substrings of at
+ * least IX_GRAM_MINKEY octets, every gram the substring selects is
+ * selected by the whole text at the same place; separators split. */
+START_TEST(test_winnow_selection)
+{
+    enum { MAXLEN = 700 };
+    unsigned char text[MAXLEN];
+    static struct ix_gram all[MAXLEN], sub[MAXLEN];
+    size_t checked = 0;
+    for (int round = 0; round < 120; round++) {
+        size_t len = IX_GRAM_MINKEY + rnd(MAXLEN - IX_GRAM_MINKEY);
+        unsigned alpha = round % 4 == 0 ? 1 : round % 4 == 1 ? 2 : round % 4 == 2 ? 5 : 40;
+        bool seps = round % 5 == 4;
+        for (size_t i = 0; i < len; i++)
+            text[i] = seps && rnd(60) == 0 ? MAILTEXT_SEP : (unsigned char)('a' + rnd(alpha));
+        size_t na = seps ? ix_winnow_text(text, len, all) : ix_winnow(text, len, all);
+        for (size_t i = 1; i < na; i++)
+            ck_assert_uint_gt(all[i].pos, all[i - 1].pos);
+        if (!seps) {
+            /* a gram in every window: selected positions are < W apart */
+            ck_assert_uint_gt(na, 0);
+            ck_assert_uint_lt(all[0].pos, IX_GRAM_W);
+            for (size_t i = 1; i < na; i++)
+                ck_assert_uint_le(all[i].pos - all[i - 1].pos, IX_GRAM_W);
+            ck_assert_uint_ge(all[na - 1].pos + IX_GRAM_W, len - IX_GRAM_K + 1);
+        }
+        for (int k = 0; k < 300; k++) {
+            size_t st = rnd((unsigned)(len - IX_GRAM_MINKEY + 1));
+            size_t l = IX_GRAM_MINKEY + rnd((unsigned)(len - st - IX_GRAM_MINKEY + 1));
+            if (memchr(text + st, MAILTEXT_SEP, l))
+                continue;              /* a key never holds one */
+            size_t ns = ix_winnow(text + st, l, sub);
+            ck_assert_uint_gt(ns, 0);
+            for (size_t j = 0; j < ns; j++)
+                ck_assert_msg(gram_at(all, na, sub[j].hash, sub[j].pos + (uint32_t)st),
+                              "round %d: gram %zu of [%zu, +%zu) not selected in the text",
+                              round, j, st, l);
+            checked++;
+        }
+        /* shorter than a window: no gram, the executor keeps to trigrams */
+        ck_assert_uint_eq(ix_winnow(text, IX_GRAM_MINKEY - 1, sub), 0);
+    }
+    ck_assert_uint_gt(checked, 10000);
+}
+END_TEST
+
+static const char *const syl[] = { "ba", "ni", "te", "ho", "ka", "re", "sta", "gra", "qui",
+                                   "sen", "dar", "lo", "mi", "ku", "zo", "ve" };
+
+static char bigmsg[4096];
+/* A message of random words built from common syllables (like gen-corpus:
+ * every trigram is common, most 6-grams are not), plus a phrase in every
+ * message whose grams' lists span many blocks. */
+static const char *mkwords(unsigned i)
+{
+    int o = snprintf(bigmsg, sizeof bigmsg, "From: a%u@example.org\r\nSubject: s%u\r\n"
+                     "Message-ID: <m%u.x@example.org>\r\n\r\nthe shared phrase here ", i % 13, i, i);
+    unsigned words = 5 + rnd(25);
+    for (unsigned w = 0; w < words; w++) {
+        unsigned ns = 2 + rnd(3);
+        for (unsigned k = 0; k < ns; k++)
+            o += snprintf(bigmsg + o, sizeof bigmsg - (size_t)o, "%s", syl[rnd(16)]);
+        o += snprintf(bigmsg + o, sizeof bigmsg - (size_t)o, w % 9 == 8 ? ".\r\n" : " ");
+    }
+    snprintf(bigmsg + o, sizeof bigmsg - (size_t)o, "\r\n");
+    return bigmsg;
+}
+
+/* Every posting of one gram in field f, in order (plain msgnums). */
+static size_t gram_list(MDB_txn *t, int f, uint32_t hash, uint64_t *out, size_t max)
+{
+    struct ix_cursor c;
+    ck_assert_int_eq(ix_cursor_open_gram(t, &dbs, f, hash, &c), 0);
+    size_t n = 0;
+    uint64_t target = 0, v;
+    int r;
+    while ((r = ix_cursor_seek(&c, target, &v)) == 1) {
+        ck_assert_uint_eq(ix_cursor_mask(&c), 0xFF);
+        if (n < max)
+            out[n] = v;
+        n++;
+        target = v + 1;
+    }
+    ck_assert_int_eq(r, 0);
+    ix_cursor_close(&c);
+    return n;
+}
+
+static bool has_hash(const struct ix_gram *g, size_t n, uint32_t h)
+{
+    for (size_t i = 0; i < n; i++)
+        if (g[i].hash == h)
+            return true;
+    return false;
+}
+
+/* Gram postings written in many batches (merged across levels) hold
+ * exactly the messages whose stored body text selects the gram (a list of
+ * every message spans many blocks), and a key's grams are in every
+ * message that contains the key; removal takes a message out of every
+ * bucket it is in. */
+START_TEST(test_gram_postings)
+{
+    const char *err = NULL;
+    const unsigned N = 2600, per = 40;
+    for (unsigned b = 0; b * per < N; b++) {
+        MDB_txn *t;
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+        ck_assert_int_eq(index_batch_begin(t, &dbs), 0);
+        for (unsigned i = b * per + 1; i <= (b + 1) * per && i <= N; i++)
+            add(t, i, mkwords(i));
+        ck_assert_int_eq(index_flush(t, &dbs, &err), 0);
+        ck_assert_int_eq(mdb_txn_commit(t), 0);
+    }
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert(ix_grams_complete(t, &dbs));
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    /* every message's stored body and its selected grams */
+    struct buf *body = calloc(N + 1, sizeof *body);
+    struct ix_gram **g = calloc(N + 1, sizeof *g);
+    size_t *ng = calloc(N + 1, sizeof *ng);
+    struct buf tb;
+    buf_init(&tb, 0);
+    for (unsigned i = 1; i <= N; i++) {
+        struct ix_text fl[MT_MSGID + 1];
+        ck_assert_int_eq(ix_text_get(t, &dbs, i, &tb, fl), 0);
+        buf_init(&body[i], 0);
+        ck_assert_int_eq(buf_append(&body[i], fl[MT_BODY].p, fl[MT_BODY].len), 0);
+        g[i] = malloc((fl[MT_BODY].len + 1) * sizeof **g);
+        ng[i] = ix_winnow_text(body[i].data, body[i].len, g[i]);
+    }
+    uint64_t *got = calloc(N + 10, sizeof *got);
+    static struct ix_gram kg[64];
+    unsigned char key[64];
+    size_t keys = 0;
+    for (int k = 0; k < 300; k++) {
+        size_t kl;
+        if (k % 3 == 2) {              /* most likely absent */
+            kl = IX_GRAM_MINKEY + rnd(8);
+            for (size_t j = 0; j < kl; j++)
+                key[j] = (unsigned char)(k % 2 ? (unsigned char)syl[rnd(16)][0] : 'a' + rnd(26));
+        } else {                       /* a piece of some message */
+            unsigned m = 1 + rnd(N);
+            if (body[m].len < IX_GRAM_MINKEY + 1)
+                continue;
+            kl = IX_GRAM_MINKEY + rnd(12);
+            if (kl > body[m].len)
+                kl = body[m].len;
+            size_t st = rnd((unsigned)(body[m].len - kl + 1));
+            memcpy(key, body[m].data + st, kl);
+            if (memchr(key, MAILTEXT_SEP, kl))
+                continue;
+        }
+        size_t nk = ix_winnow(key, kl, kg);
+        ck_assert_uint_gt(nk, 0);
+        for (size_t j = 0; j < nk; j++) {
+            size_t n = gram_list(t, MT_BODY, kg[j].hash, got, N + 10);
+            size_t e = 0;
+            for (unsigned i = 1; i <= N; i++) {
+                if (!has_hash(g[i], ng[i], kg[j].hash))
+                    continue;
+                ck_assert_uint_lt(e, n);
+                ck_assert_uint_eq(got[e], i);
+                e++;
+            }
+            ck_assert_uint_eq(e, n);
+            /* the guarantee: a message that contains the key is listed */
+            for (unsigned i = 1; i <= N; i++)
+                if (body[i].len >= kl && memmem(body[i].data, body[i].len, key, kl))
+                    ck_assert(has_hash(g[i], ng[i], kg[j].hash));
+        }
+        keys++;
+    }
+    ck_assert_uint_gt(keys, 150);
+    /* the shared phrase's grams are in every message: long lists */
+    struct buf fk;
+    buf_init(&fk, 0);
+    unicase_fold((const unsigned char *)"the shared phrase here", 22, &fk);
+    static struct ix_gram pg[64];
+    size_t np = ix_winnow(fk.data, fk.len, pg);
+    buf_reset(&fk);
+    ck_assert_uint_gt(np, 0);
+    for (size_t j = 0; j < np; j++)
+        ck_assert_uint_eq(gram_list(t, MT_BODY, pg[j].hash, got, N + 10), N);
+    /* the Message-ID field has grams too; the whole header text has none */
+    unicase_fold((const unsigned char *)"<m1234.x@example.org>", 21, &fk);
+    size_t nm = ix_winnow(fk.data, fk.len, kg);
+    ck_assert_uint_gt(nm, 0);
+    for (size_t j = 0; j < nm; j++) {
+        size_t n = gram_list(t, MT_MSGID, kg[j].hash, got, N + 10);
+        bool found = false;
+        for (size_t x = 0; x < n && x < N + 10; x++)
+            found |= got[x] == 1234;
+        ck_assert(found);
+        ck_assert_uint_eq(gram_list(t, MT_HDR, kg[j].hash, got, N + 10), 0);
+    }
+    buf_free(&fk);
+    /* removal */
+    ck_assert_int_eq(index_remove_message(t, &dbs, 777, &err), 0);
+    for (size_t j = 0; j < ng[777]; j++) {
+        size_t n = gram_list(t, MT_BODY, g[777][j].hash, got, N + 10);
+        for (size_t x = 0; x < n && x < N + 10; x++)
+            ck_assert_uint_ne(got[x], 777);
+    }
+    for (size_t j = 0; j < np; j++)
+        ck_assert_uint_eq(gram_list(t, MT_BODY, pg[j].hash, got, N + 10), N - 1);
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    mdb_txn_abort(t);
+    for (unsigned i = 1; i <= N; i++) {
+        buf_free(&body[i]);
+        free(g[i]);
+    }
+    buf_free(&tb);
+    free(body);
+    free(g);
+    free(ng);
+    free(got);
+}
+END_TEST
+
+/* The executor trusts the grams only while ix_meta "grams" says they cover
+ * every message: a fresh index has it, index_clear drops it,
+ * index_mark_complete sets it again; an index from before them has none
+ * (the executor then joins trigrams alone, as before). Verify knows the
+ * gram fields and rejects a malformed bucket key. */
+START_TEST(test_gram_mark)
+{
+    const char *err = NULL;
+    MDB_txn *t;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+    ck_assert(ix_grams_complete(t, &dbs));
+    add(t, 1, mkwords(1));
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    ck_assert_int_eq(index_clear(t, &dbs, &err), 0);
+    ck_assert(!ix_grams_complete(t, &dbs));
+    add(t, 1, mkwords(1));
+    ck_assert_int_eq(index_mark_complete(t, &dbs, &err), 0);
+    ck_assert(ix_grams_complete(t, &dbs));
+    /* an index written before the grams: no mark */
+    MDB_val k = { 5, (void *)"grams" };
+    ck_assert_int_eq(mdb_del(t, dbs.dbi[DBI_META], &k, NULL), 0);
+    ck_assert(!ix_grams_complete(t, &dbs));
+    /* a message numbered past the tags' room drops the mark */
+    ck_assert_int_eq(index_mark_complete(t, &dbs, &err), 0);
+    ck_assert(ix_grams_complete(t, &dbs));
+    add(t, IX_GRAM_MSGMASK + 1, mkwords(2));
+    ck_assert(!ix_grams_complete(t, &dbs));
+    ck_assert_int_eq(index_mark_complete(t, &dbs, &err), 0);
+    ck_assert(!ix_grams_complete(t, &dbs));      /* still there */
+    ck_assert_int_eq(index_remove_message(t, &dbs, IX_GRAM_MSGMASK + 1, &err), 0);
+    ck_assert_int_eq(index_mark_complete(t, &dbs, &err), 0);
+    ck_assert(ix_grams_complete(t, &dbs));
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 0);
+    /* a gram bucket key must have a zero third octet */
+    bool planted = false;
+    for (unsigned l = 0; l < IX_LEVELS && !planted; l++) {
+        MDB_cursor *c;
+        MDB_val bk, bv;
+        ck_assert_int_eq(mdb_cursor_open(t, dbs.dbi[DBI_L0 + l], &c), 0);
+        for (int rc = mdb_cursor_get(c, &bk, &bv, MDB_FIRST); rc == 0 && !planted;
+             rc = mdb_cursor_get(c, &bk, &bv, MDB_NEXT)) {
+            const unsigned char *kp = bk.mv_data;
+            if (kp[4] != IX_GRAM_FIELD(MT_BODY))
+                continue;
+            ck_assert_uint_eq(kp[7], 0);
+            unsigned char nk[IX_KEYLEN], nv[1024];
+            memcpy(nk, kp, IX_KEYLEN);
+            ck_assert_uint_le(bv.mv_size, sizeof nv);
+            memcpy(nv, bv.mv_data, bv.mv_size);
+            nk[7] = 1;
+            MDB_val k2 = { IX_KEYLEN, nk }, v2 = { bv.mv_size, nv };
+            mdb_cursor_close(c);
+            c = NULL;
+            ck_assert_int_eq(mdb_put(t, dbs.dbi[DBI_L0 + l], &k2, &v2, 0), 0);
+            planted = true;
+        }
+        if (c)
+            mdb_cursor_close(c);
+    }
+    ck_assert(planted);
+    ck_assert_int_eq(index_verify(t, &dbs, NULL, NULL), 1);
+    mdb_txn_abort(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("index");
@@ -676,6 +988,9 @@ static Suite *suite(void)
     tcase_add_test(tc, test_position_masks);
     tcase_add_test(tc, test_seek_distances);
     tcase_add_test(tc, test_members);
+    tcase_add_test(tc, test_winnow_selection);
+    tcase_add_test(tc, test_gram_postings);
+    tcase_add_test(tc, test_gram_mark);
     suite_add_tcase(s, tc);
     return s;
 }

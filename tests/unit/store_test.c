@@ -21,6 +21,7 @@
 #include "proto/canon.h"
 #include "proto/msginfo.h"
 #include "store/admin.h"
+#include "store/b64chunk.h"
 #include "store/date.h"
 #include "store/store.h"
 #include "store/store_int.h"
@@ -1018,24 +1019,31 @@ START_TEST(test_header_frame)
     buf_free(&c.b);
     inst_rd_end(in);
 
-    /* a base64 attachment keeps Huffman literals (6 bits per octet) */
+    /* a base64 attachment takes the base64 form (store/b64chunk.h): its
+     * decoded octets (random: stored as they are, 3/4 of the text) */
     size_t al;
     char *am = attach_msg("att", 0, 300, &al);
     ck_assert_int_eq(add("INBOX", am, al, NULL, &uid, &added), 0);
     inst_rd_begin(in);
     ck_assert_int_eq(inst_msg_get(in, mb.id, uid, &r), 0);
     load_msg_rec(r.msgnum, &rec);
-    int huff = 0;
+    int nb64 = 0;
     for (uint32_t i = 0; i < rec.nchunks; i++) {
         msg_rec_chunk(&rec, i, &ch);
         ck_assert_int_eq(chunk_load(in, inst_txn(in), ch.chunk_id, ch.raw_len, ch.stored_len,
                                     &out, &frame, &flen), 0);
-        t = literal_types((const unsigned char *)frame + CHUNK_VAL_HDR, ch.stored_len);
-        huff += (t & 4) != 0;
+        const unsigned char *v = (const unsigned char *)frame + CHUNK_VAL_HDR;
+        if (b64c_is(v, ch.stored_len)) {
+            nb64++;
+            ck_assert_uint_eq(v[4], 0);             /* LF line ends, octets stored raw */
+            ck_assert_uint_le(ch.stored_len, ch.raw_len * 3 / 4 + 64);
+            continue;
+        }
+        t = literal_types(v, ch.stored_len);
         if (i == 0)
             ck_assert_uint_eq(t & 12, 0);
     }
-    ck_assert_int_ge(huff, 1);
+    ck_assert_int_ge(nb64, 1);
     c = (struct collect){0};
     buf_init(&c.b, 0);
     ck_assert_int_eq(inst_msg_raw(in, r.msgnum, sink, &c), 0);
@@ -1046,6 +1054,165 @@ START_TEST(test_header_frame)
     free(am);
     buf_free(&out);
     free(plain);
+    buf_free(&m);
+}
+END_TEST
+
+/* A base64 attachment of CR LF lines with '=' padding, from data that
+ * compresses (so its decoded octets are kept as a zstd frame): every read
+ * path gives back the exact octets, and verify checks the form. */
+START_TEST(test_b64_chunks)
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    struct buf m;
+    buf_init(&m, 0);
+    buf_puts(&m, "From: a@example.org\r\nSubject: b64\r\nMIME-Version: 1.0\r\n"
+                 "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+                 "Content-Type: text/plain\r\n\r\nattached\r\n--b1\r\n"
+                 "Content-Type: application/octet-stream; name=\"t.csv\"\r\n"
+                 "Content-Transfer-Encoding: base64\r\n\r\n");
+    size_t body = m.len;
+    /* 90,001 octets of a repetitive table: 2 '=' of padding */
+    struct buf bin;
+    buf_init(&bin, 0);
+    for (int i = 0; bin.len < 90001; i++)
+        buf_printf(&bin, "%d;row %d;%d.%02d;EUR\n", i, i * 7 % 1000, i % 97, i % 100);
+    bin.len = 90001;
+    size_t col = 0;
+    for (size_t i = 0; i < bin.len; i += 3) {
+        uint32_t v = (uint32_t)bin.data[i] << 16;
+        size_t k = bin.len - i < 3 ? bin.len - i : 3;
+        if (k > 1)
+            v |= (uint32_t)bin.data[i + 1] << 8;
+        if (k > 2)
+            v |= bin.data[i + 2];
+        char q[4] = {b64[v >> 18], b64[(v >> 12) & 63], k > 1 ? b64[(v >> 6) & 63] : '=',
+                     k > 2 ? b64[v & 63] : '='};
+        buf_append(&m, q, 4);
+        if ((col += 4) == 76) {
+            buf_puts(&m, "\r\n");
+            col = 0;
+        }
+    }
+    buf_puts(&m, "\r\n--b1--\r\n");
+    size_t body_end = m.len - 10;
+    uint32_t uid;
+    bool added;
+    ck_assert_int_eq(add("INBOX", (const char *)m.data, m.len, NULL, &uid, &added), 0);
+    inst_rd_begin(in);
+    struct mbox_rec mb;
+    struct msg_ref r;
+    ck_assert_int_eq(inst_mbox_get(in, "alice", "INBOX", &mb), 0);
+    ck_assert_int_eq(inst_msg_get(in, mb.id, uid, &r), 0);
+    struct msg_rec rec;
+    load_msg_rec(r.msgnum, &rec);
+    struct buf out;
+    buf_init(&out, 0);
+    size_t off = 0, b64raw = 0, b64stored = 0;
+    for (uint32_t i = 0; i < rec.nchunks; i++) {
+        struct msg_chunk ch;
+        const void *frame;
+        size_t flen;
+        msg_rec_chunk(&rec, i, &ch);
+        ck_assert_int_eq(chunk_load(in, inst_txn(in), ch.chunk_id, ch.raw_len, ch.stored_len,
+                                    &out, &frame, &flen), 0);
+        ck_assert_mem_eq(out.data, m.data + off, ch.raw_len);
+        const unsigned char *v = (const unsigned char *)frame + CHUNK_VAL_HDR;
+        if (off >= body && off + ch.raw_len <= body_end) {
+            /* every chunk inside the attachment's body takes the form */
+            ck_assert_msg(b64c_is(v, ch.stored_len), "chunk %u at %zu len %u body %zu..%zu", i, off, ch.raw_len, body, body_end);
+            ck_assert_uint_eq(v[4], B64C_F_CRLF | B64C_F_ZSTD);
+            b64raw += ch.raw_len;
+            b64stored += ch.stored_len;
+        }
+        off += ch.raw_len;
+    }
+    ck_assert_uint_eq(off, m.len);
+    ck_assert_uint_gt(b64raw, 100000);
+    ck_assert_uint_lt(b64stored, b64raw / 4);   /* the table compresses */
+    /* whole message and ranges across chunk edges: the canonical octets */
+    struct collect c = {0};
+    buf_init(&c.b, 0);
+    ck_assert_int_eq(inst_msg_raw(in, r.msgnum, sink, &c), 0);
+    ck_assert_uint_eq(c.b.len, m.len);
+    ck_assert_mem_eq(c.b.data, m.data, m.len);
+    buf_free(&c.b);
+    for (uint64_t o = 0; o < m.len; o += 7919) {
+        c = (struct collect){0};
+        buf_init(&c.b, 0);
+        ck_assert_int_eq(inst_msg_read(in, r.msgnum, o, 20000, sink, &c), 0);
+        size_t l = m.len - o < 20000 ? m.len - o : 20000;
+        ck_assert_uint_eq(c.b.len, l);
+        ck_assert_mem_eq(c.b.data, m.data + o, l);
+        buf_free(&c.b);
+    }
+    inst_rd_end(in);
+    /* inst_msg_read_buf (FETCH BODY[]): whole chunks in the base64 form
+     * are written canonical straight into the buffer. The same message
+     * with LF line ends too, so that CRs are inserted on the way. */
+    struct buf lf;
+    buf_init(&lf, 0);
+    for (size_t i = 0; i < m.len; i++)
+        if (!(m.data[i] == '\r' && i + 1 < m.len && m.data[i + 1] == '\n'))
+            buf_putc(&lf, m.data[i]);
+    uint32_t uid2;
+    ck_assert_int_eq(add("INBOX", (const char *)lf.data, lf.len, NULL, &uid2, &added), 0);
+    inst_rd_begin(in);
+    for (int v = 0; v < 2; v++) {
+        struct msg_ref r2;
+        ck_assert_int_eq(inst_msg_get(in, mb.id, v ? uid2 : uid, &r2), 0);
+        struct buf rb;
+        buf_init(&rb, 0);
+        for (uint64_t o = 0; o < m.len; o += v ? 3001 : 13001) {
+            uint64_t want = o == 0 ? UINT64_MAX : 40000;
+            buf_reset(&rb);
+            buf_puts(&rb, "x");             /* appended after what is there */
+            ck_assert_int_eq(inst_msg_read_buf(in, r2.msgnum, o, want, &rb), 0);
+            size_t l = m.len - o < want ? m.len - o : want;
+            ck_assert_uint_eq(rb.len, 1 + l);
+            ck_assert_mem_eq(rb.data + 1, m.data + o, l);   /* m is the canonical form */
+        }
+        buf_free(&rb);
+    }
+    inst_rd_end(in);
+    buf_free(&lf);
+    ck_assert_int_eq(store_verify_inst(in, stderr), 0);
+    /* a flipped octet in a decoded (zstd) payload or in the literal
+     * prefix/suffix of a base64 value: read and verify both notice */
+    inst_rd_begin(in);
+    uint32_t target = 0;
+    for (uint32_t i = 0, o = 0; i < rec.nchunks; i++) {
+        struct msg_chunk ch;
+        msg_rec_chunk(&rec, i, &ch);
+        if (o >= body && o + ch.raw_len <= body_end)
+            target = i;
+        o += ch.raw_len;
+    }
+    struct msg_chunk tc;
+    msg_rec_chunk(&rec, target, &tc);
+    inst_rd_end(in);
+    unsigned char ck[8];
+    put_be64(ck, tc.chunk_id);
+    FILE *devnull = fopen("/dev/null", "w");
+    static const size_t at[] = {CHUNK_VAL_HDR + B64C_HDR + 1, CHUNK_VAL_HDR + 7,
+                                (size_t)-1 /* last octet */};
+    for (size_t k = 0; k < sizeof at / sizeof *at; k++) {
+        size_t a = at[k] == (size_t)-1 ? CHUNK_VAL_HDR + tc.stored_len - 1 : at[k];
+        corrupt(DB_CHUNK, ck, 8, a);
+        inst_rd_begin(in);
+        ck_assert_int_eq(chunk_load(in, inst_txn(in), tc.chunk_id, tc.raw_len, tc.stored_len,
+                                    &out, NULL, NULL), STORE_ECORRUPT);
+        buf_reset(&out);   /* the canonical path checks the raw CRC32C too */
+        ck_assert_int_eq(inst_msg_read_buf(in, r.msgnum, 0, UINT64_MAX, &out), STORE_ECORRUPT);
+        inst_rd_end(in);
+        ck_assert_int_gt(store_verify_inst(in, devnull), 0);
+        corrupt(DB_CHUNK, ck, 8, a);
+        ck_assert_int_eq(store_verify_inst(in, devnull), 0);
+    }
+    fclose(devnull);
+    buf_free(&out);
+    buf_free(&bin);
     buf_free(&m);
 }
 END_TEST
@@ -1712,6 +1879,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_stored_frame);
     tcase_add_test(t, test_read_buf);
     tcase_add_test(t, test_header_frame);
+    tcase_add_test(t, test_b64_chunks);
     tcase_add_test(t, test_record_versions);
     tcase_add_test(t, test_import_export_mbox);
     tcase_add_test(t, test_import_maildir);

@@ -10,66 +10,49 @@
 #include "server/log.h"
 #include "server/search_exec.h"
 
-static void set_saved(struct session *s, const uint32_t *uids, const uint8_t *match)
+/* The matches come as ascending view positions: the reply and `$` follow
+ * them, not the view, so a search of a few hits costs a few hits here. */
+static void set_saved(struct session *s, const uint32_t *uids, const size_t *pos, size_t n)
 {
     free(s->saved);
     s->saved = NULL;
     s->nsaved = 0;
-    if (match == NULL)
-        return;
-    size_t n = 0;
-    for (size_t i = 0; i < s->nuids; i++)
-        n += match[i] != 0;
     if (n == 0 || (s->saved = malloc(n * sizeof(uint32_t))) == NULL)
         return;
-    for (size_t i = 0; i < s->nuids; i++)
-        if (match[i])
-            s->saved[s->nsaved++] = uids[i];
+    for (size_t k = 0; k < n; k++)
+        s->saved[s->nsaved++] = uids[pos[k]];
 }
 
 static int write_esearch(struct session *s, const struct imap_cmd *cmd, bool uid,
-                         unsigned ret, const uint32_t *uids, const uint8_t *match)
+                         unsigned ret, const uint32_t *uids, const size_t *pos, size_t count)
 {
-    size_t count = 0, first = SIZE_MAX, last = 0;
-    for (size_t i = 0; i < s->nuids; i++) {
-        if (!match[i])
-            continue;
-        count++;
-        if (first == SIZE_MAX)
-            first = i;
-        last = i;
-    }
-#define VAL(i) (uid ? uids[i] : (uint32_t)((i) + 1))
+#define VAL(k) (uid ? uids[pos[k]] : (uint32_t)(pos[k] + 1))
     buf_reset(&s->out);
     buf_printf(&s->out, "* ESEARCH (TAG \"%s\")", cmd->tag);
     if (uid)
         buf_puts(&s->out, " UID");
     if ((ret & SEARCH_RET_MIN) && count > 0)
-        buf_printf(&s->out, " MIN %u", VAL(first));
+        buf_printf(&s->out, " MIN %u", VAL(0));
     if ((ret & SEARCH_RET_MAX) && count > 0)
-        buf_printf(&s->out, " MAX %u", VAL(last));
+        buf_printf(&s->out, " MAX %u", VAL(count - 1));
     if (ret & SEARCH_RET_COUNT)
         buf_printf(&s->out, " COUNT %zu", count);
     sess_write(s, s->out.data, s->out.len);
     if ((ret & SEARCH_RET_ALL) && count > 0) {
         sess_puts(s, " ALL ");
         /* runs of consecutive values, written as they are found */
-        size_t i = first;
+        size_t k = 0;
         bool firstrun = true;
-        while (i <= last) {
-            if (!match[i]) {
-                i++;
-                continue;
-            }
-            size_t j = i;
-            while (j + 1 <= last && match[j + 1] && VAL(j + 1) == VAL(j) + 1)
+        while (k < count) {
+            size_t j = k;
+            while (j + 1 < count && VAL(j + 1) == VAL(j) + 1)
                 j++;
-            if (j == i)
-                sess_printf(s, "%s%u", firstrun ? "" : ",", VAL(i));
+            if (j == k)
+                sess_printf(s, "%s%u", firstrun ? "" : ",", VAL(k));
             else
-                sess_printf(s, "%s%u:%u", firstrun ? "" : ",", VAL(i), VAL(j));
+                sess_printf(s, "%s%u:%u", firstrun ? "" : ",", VAL(k), VAL(j));
             firstrun = false;
-            i = j + 1;
+            k = j + 1;
             if (sess_maybe_flush(s) != 0)
                 return -1;
         }
@@ -103,46 +86,40 @@ int cmd_search(struct session *s, const struct imap_cmd *cmd, const struct imap_
     }
     if (esearch && ret == 0)
         ret = SEARCH_RET_ALL;   /* RETURN () means ALL */
-    /* the view keeps UID runs; the executor wants one UID per message, so
-     * the array lives for this command only */
+    /* the view keeps UID runs; the executor wants one UID per message: the
+     * session's copy (sess_view_array), not ours to free */
     bool oom;
-    uint32_t *uids = sess_view_array(s, &oom);
-    uint8_t *match = oom ? NULL : calloc(s->nuids ? s->nuids : 1, 1);
-    if (match == NULL) {
-        free(uids);
+    const uint32_t *uids = sess_view_array(s, &oom);
+    if (uids == NULL && (oom || s->nuids > 0)) {
         search_free(prog);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Out of memory");
     }
     struct search_view v = {s->selrec.id, uids, s->nuids, s->saved, s->nsaved};
     const char *xerr = "search failed";
-    int rc = search_exec(s->in, &v, prog, match, &xerr);
+    size_t *pos = NULL, npos = 0;
+    int rc = search_exec_list(s->in, &v, prog, &pos, &npos, &xerr);
     search_free(prog);
     if (rc != 0) {
         if (ret & SEARCH_RET_SAVE)
-            set_saved(s, uids, NULL);
-        free(match);
-        free(uids);
+            set_saved(s, uids, NULL, 0);
         log_err("SEARCH failed: %s", xerr);
         return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Search failed");
     }
     int wr = 0;
     if (esearch) {
         if ((ret & ~SEARCH_RET_SAVE) != 0)
-            wr = write_esearch(s, cmd, uid, ret, uids, match);
+            wr = write_esearch(s, cmd, uid, ret, uids, pos, npos);
     } else {
         sess_puts(s, "* SEARCH");
-        for (size_t i = 0; i < s->nuids && wr == 0; i++) {
-            if (!match[i])
-                continue;
-            sess_printf(s, " %u", uid ? uids[i] : (uint32_t)(i + 1));
+        for (size_t k = 0; k < npos && wr == 0; k++) {
+            sess_printf(s, " %u", uid ? uids[pos[k]] : (uint32_t)(pos[k] + 1));
             wr = sess_maybe_flush(s);
         }
         sess_puts(s, "\r\n");
     }
     if (ret & SEARCH_RET_SAVE)
-        set_saved(s, uids, match);
-    free(match);
-    free(uids);
+        set_saved(s, uids, pos, npos);
+    free(pos);
     if (wr != 0)
         return CMD_END;
     return sess_tagged(s, cmd->tag, "OK", "Search completed");

@@ -104,19 +104,30 @@ size_t sess_view_lower_bound(const struct session *s, uint32_t uid)
     return uid <= r->uid ? r->idx : r->idx + (uid - r->uid);
 }
 
-uint32_t *sess_view_array(struct session *s, bool *oom)
+const uint32_t *sess_view_array(struct session *s, bool *oom)
 {
     *oom = false;
     if (s->nuids == 0)
         return NULL;
-    uint32_t *v = malloc(s->nuids * sizeof(*v));
+    if (s->nvcache > s->nuids)   /* views only grow; never trust a stale copy */
+        s->nvcache = 0;
+    if (s->nvcache == s->nuids)
+        return s->vcache;
+    uint32_t *v = realloc(s->vcache, s->nuids * sizeof(*v));
     if (v == NULL) {
         *oom = true;
         return NULL;
     }
-    for (size_t i = 0; i < s->nruns; i++)
-        for (uint32_t k = 0; k < s->runs[i].n; k++)
-            v[s->runs[i].idx + k] = s->runs[i].uid + k;
+    s->vcache = v;
+    size_t have = s->nvcache;    /* only the messages added since are filled */
+    for (size_t i = 0; i < s->nruns; i++) {
+        const struct uid_run *r = &s->runs[i];
+        if (r->idx + r->n <= have)
+            continue;
+        for (uint32_t k = have > r->idx ? (uint32_t)(have - r->idx) : 0; k < r->n; k++)
+            v[r->idx + k] = r->uid + k;
+    }
+    s->nvcache = s->nuids;
     return v;
 }
 

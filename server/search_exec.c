@@ -1,7 +1,8 @@
 /* search_exec.c — evaluate a SEARCH program over a mailbox view.
  *
  * Every node is evaluated on the set of messages still in question (a
- * bitmap over the view), and AND evaluates its cheap children first: flag,
+ * flag per entry: the whole view, or only the index's candidates when
+ * the index starts the search), and AND evaluates its cheap children first: flag,
  * date, size and set keys come from the msg_ref records; SENT* needs the
  * msginfo record; text keys go last, so they only ever look at survivors.
  * A text key asks the trigram index for candidates among those survivors
@@ -28,6 +29,15 @@ struct cand {
 struct ex {
     struct inst *in;
     const struct search_view *v;
+    /* The program runs over n entries: the whole view (dense, pos NULL,
+     * entry i is view position i), or only the index's candidates
+     * (sparse, entry i is view position pos[i], ascending), so that an
+     * index-started search costs what its candidates cost, not the view. */
+    size_t n;
+    const size_t *pos;
+    /* sparse: the key whose index lists chose the entries, so they need
+     * not be joined against those same lists again */
+    const struct search_node *anchor;
     struct msg_ref *refs;
     uint8_t *have;               /* refs[i] valid */
     int64_t *sentday;
@@ -538,7 +548,7 @@ static int confirm(struct ex *x, const struct search_node *n, size_t i, bool *ma
 
 static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
 {
-    size_t nv = x->v->n;
+    size_t nv = x->n;
     memset(R, 0, nv);
     if ((n->type == SK_BODY || n->type == SK_TEXT) && n->exists_only) {
         for (size_t i = 0; i < nv; i++)
@@ -567,7 +577,8 @@ static int eval_text(struct ex *x, const struct search_node *n, const uint8_t *S
             sorted = cand_cmp(&c[j - 1], &c[j]) <= 0;
         if (!sorted)
             qsort(c, m, sizeof *c, cand_cmp);
-        rc = index_filter(x, n, f1, f2, c, &m);
+        if (n != x->anchor)
+            rc = index_filter(x, n, f1, f2, c, &m);
         /* A 3-octet key is one trigram, and a posting says exactly that the
          * trigram occurs in that field's text (never across a segment
          * separator): nothing left to confirm. Not for the generic HEADER
@@ -596,7 +607,7 @@ static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uin
 
 static int eval_and(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
 {
-    size_t nv = x->v->n;
+    size_t nv = x->n;
     uint8_t *tmp = malloc(nv ? nv : 1);
     if (!tmp) {
         *x->err = "out of memory";
@@ -618,7 +629,7 @@ static int eval_and(struct ex *x, const struct search_node *n, const uint8_t *S,
 
 static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uint8_t *R)
 {
-    size_t nv = x->v->n;
+    size_t nv = x->n, vn = x->v->n;
     int rc = STORE_OK;
     switch (n->type) {
     case SK_AND:
@@ -668,7 +679,8 @@ static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uin
             return STORE_EIO;
         }
         memcpy(set.r, n->set.r, set.n * sizeof *set.r);
-        uint32_t star = n->type == SK_SEQ ? (uint32_t)nv : nv ? x->v->uids[nv - 1] : 0;
+        /* `*` is the view's last message, whichever entries are evaluated */
+        uint32_t star = n->type == SK_SEQ ? (uint32_t)vn : vn ? x->v->uids[vn - 1] : 0;
         seqset_resolve(&set, star);
     }
     for (size_t i = 0; i < nv && rc == STORE_OK; i++) {
@@ -683,7 +695,9 @@ static int eval(struct ex *x, const struct search_node *n, const uint8_t *S, uin
         case SK_NONE: r = false; break;
         case SK_FLAG: r = (m->flags & n->flags) == n->flags; break;
         case SK_UNFLAG: r = (m->flags & n->flags) == 0; break;
-        case SK_SEQ: r = seqset_contains(&set, (uint32_t)(i + 1)); break;
+        case SK_SEQ:
+            r = seqset_contains(&set, (uint32_t)((x->pos ? x->pos[i] : i) + 1));
+            break;
         case SK_UID: r = seqset_contains(&set, m->uid); break;
         case SK_SAVED:
             if (x->v->saved) {
@@ -845,9 +859,40 @@ static size_t view_find(const struct search_view *v, uint32_t uid)
     return lo < v->n && v->uids[lo] == uid ? lo : SIZE_MAX;
 }
 
-/* 1: S holds the anchor's candidates (refs loaded for them); 0: not
- * applicable or too many candidates (walk instead); <0: error. */
-static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *S)
+struct hit {
+    size_t pos;
+    struct msg_ref r;
+};
+
+static int hit_cmp(const void *a, const void *b)
+{
+    const struct hit *x = a, *y = b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static int add_hit(struct ex *x, struct hit **h, size_t *nh, size_t *caph, size_t pos,
+                   const struct msg_ref *r)
+{
+    if (*nh == *caph) {
+        size_t nc = *caph ? 2 * *caph : 64;
+        struct hit *t = realloc(*h, nc * sizeof *t);
+        if (!t) {
+            *x->err = "out of memory";
+            return STORE_EIO;
+        }
+        *h = t;
+        *caph = nc;
+    }
+    (*h)[(*nh)++] = (struct hit){ pos, *r };
+    return STORE_OK;
+}
+
+/* 1: the anchor's candidates as view positions (ascending, each once) in
+ * *posp with their msg_ref records in *refsp, *np of them (the arrays are
+ * allocated for at least one entry); 0: not applicable or too many
+ * candidates (walk instead); <0: error. */
+static int start_from_index(struct ex *x, const struct search_prog *p, size_t **posp,
+                            struct msg_ref **refsp, size_t *np)
 {
     const struct search_node *a = find_anchor(p->root);
     if (!a || !x->dbs || !ix_members_complete(x->txn, x->dbs))
@@ -872,7 +917,8 @@ static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *
         free(nums);
         return rc == STORE_ENOTFOUND ? 0 : rc;
     }
-    memset(S, 0, v->n);
+    struct hit *h = NULL;
+    size_t nh = 0, caph = 0;
     int res = 1;
     for (size_t j = 0; j < m && res == 1; j++) {
         uint32_t uids[16];
@@ -887,9 +933,9 @@ static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *
             res = 0;                  /* one message 17 times in a mailbox: walk */
             break;
         }
-        for (size_t u = 0; u < nu; u++) {
+        for (size_t u = 0; u < nu && res == 1; u++) {
             size_t i = view_find(v, uids[u]);
-            if (i == SIZE_MAX || x->have[i])
+            if (i == SIZE_MAX)
                 continue;
             struct msg_ref r;
             rc = inst_msg_get(x->in, v->mbox_id, uids[u], &r);
@@ -902,29 +948,72 @@ static int start_from_index(struct ex *x, const struct search_prog *p, uint8_t *
             }
             if (r.msgnum != nums[j])
                 continue;             /* stale member: the program never sees it */
-            x->refs[i] = r;
-            x->have[i] = 1;
-            S[i] = 1;
+            if ((rc = add_hit(x, &h, &nh, &caph, i, &r)) != STORE_OK)
+                res = rc;
         }
     }
+    if (res == 1)
+        x->anchor = a;
     mdb_cursor_close(mc);
     free(nums);
-    if (res == 0) {
-        memset(x->have, 0, v->n);
-        memset(S, 0, v->n);
+    size_t *pos = NULL;
+    struct msg_ref *refs = NULL;
+    if (res == 1) {
+        /* the member map lists messages in msgnum order; the program and
+         * the reply want view order, each position once */
+        qsort(h, nh, sizeof *h, hit_cmp);
+        pos = malloc((nh ? nh : 1) * sizeof *pos);
+        refs = malloc((nh ? nh : 1) * sizeof *refs);
+        if (!pos || !refs) {
+            free(pos);
+            free(refs);
+            *x->err = "out of memory";
+            res = STORE_EIO;
+        } else {
+            size_t k = 0;
+            for (size_t j = 0; j < nh; j++) {
+                if (k > 0 && pos[k - 1] == h[j].pos)
+                    continue;
+                pos[k] = h[j].pos;
+                refs[k++] = h[j].r;
+            }
+            *posp = pos;
+            *refsp = refs;
+            *np = k;
+        }
     }
+    free(h);
     return res;
 }
 
-int search_exec(struct inst *in, const struct search_view *v,
-                const struct search_prog *p, uint8_t *match, const char **err)
+static void ex_free(struct ex *x)
+{
+    mailtext_free(&x->mt);
+    buf_free(&x->hdr);
+    buf_free(&x->win);
+    buf_free(&x->txt);
+    free(x->refs);
+    free(x->have);
+    free(x->sentday);
+    free(x->sent_done);
+}
+
+/* Runs the program; the matching view positions, ascending, go to *out
+ * (NULL when none) or, when dense is given, as flags to dense[0..v->n). */
+static int exec_run(struct inst *in, const struct search_view *v, const struct search_prog *p,
+                    size_t **out, size_t *nout, uint8_t *dense, const char **err)
 {
     struct ex x = { .in = in, .v = v, .err = err };
     size_t nv = v->n;
     static const char *dummy;
     if (!err)
         x.err = &dummy;
-    memset(match, 0, nv);
+    if (out) {
+        *out = NULL;
+        *nout = 0;
+    }
+    if (dense)
+        memset(dense, 0, nv);
     if (nv == 0)
         return STORE_OK;
     x.txn = inst_txn(in);
@@ -932,44 +1021,92 @@ int search_exec(struct inst *in, const struct search_view *v,
     /* an index being rebuilt (or migrated) does not cover every message */
     if (x.dbs && x.txn && !ix_complete(x.txn, x.dbs))
         x.dbs = NULL;
-    x.refs = calloc(nv, sizeof *x.refs);
-    x.have = calloc(nv, 1);
-    x.sentday = calloc(nv, sizeof *x.sentday);
-    x.sent_done = calloc(nv, 1);
-    uint8_t *S = malloc(nv);
-    int rc = STORE_OK;
     mailtext_init(&x.mt);
     buf_init(&x.hdr, 64u * 1024u * 1024u);
     buf_init(&x.win, 2u * MAILTEXT_PART_MAX + 2u * RD_WINDOW);
     buf_init(&x.txt, 0);
-    if (!x.txn || !x.refs || !x.have || !x.sentday || !x.sent_done || !S) {
-        *x.err = x.txn ? "out of memory" : "no read transaction";
+    uint8_t *S = NULL, *R = NULL;
+    size_t *pos = NULL;
+    int rc;
+    if (!x.txn) {
+        *x.err = "no read transaction";
         rc = STORE_EIO;
         goto out;
     }
-    rc = start_from_index(&x, p, S);
+    rc = start_from_index(&x, p, &pos, &x.refs, &x.n);
     if (rc < 0)
         goto out;
-    if (rc == 0) {
+    if (rc == 0)
+        x.n = nv;
+    x.pos = pos;
+    size_t n1 = x.n ? x.n : 1;
+    if (!x.refs)
+        x.refs = calloc(n1, sizeof *x.refs);
+    x.have = calloc(n1, 1);
+    x.sentday = calloc(n1, sizeof *x.sentday);
+    x.sent_done = calloc(n1, 1);
+    S = malloc(n1);
+    R = dense && !pos ? dense : malloc(n1);
+    if (!x.refs || !x.have || !x.sentday || !x.sent_done || !S || !R) {
+        *x.err = "out of memory";
+        rc = STORE_EIO;
+        goto out;
+    }
+    if (pos) {
+        memset(x.have, 1, x.n);
+    } else {
         rc = inst_msgs_walk(in, v->mbox_id, v->uids[0], walk_cb, &x);
         if (rc < 0) {
             *x.err = "cannot read the mailbox";
             goto out;
         }
-        for (size_t i = 0; i < nv; i++)
-            S[i] = x.have[i];
     }
-    rc = STORE_OK;
-    rc = eval(&x, p->root, S, match);
+    memcpy(S, x.have, x.n);
+    rc = eval(&x, p->root, S, R);
+    if (rc != STORE_OK)
+        goto out;
+    if (dense) {
+        if (pos)
+            for (size_t i = 0; i < x.n; i++)
+                dense[pos[i]] = R[i];
+    } else {
+        size_t k = 0;
+        for (size_t i = 0; i < x.n; i++)
+            k += R[i] != 0;
+        if (k > 0) {
+            size_t *o = malloc(k * sizeof *o);
+            if (!o) {
+                *x.err = "out of memory";
+                rc = STORE_EIO;
+                goto out;
+            }
+            k = 0;
+            for (size_t i = 0; i < x.n; i++)
+                if (R[i])
+                    o[k++] = pos ? pos[i] : i;
+            *out = o;
+            *nout = k;
+        }
+    }
 out:
-    mailtext_free(&x.mt);
-    buf_free(&x.hdr);
-    buf_free(&x.win);
-    buf_free(&x.txt);
-    free(x.refs);
-    free(x.have);
-    free(x.sentday);
-    free(x.sent_done);
+    if (rc != STORE_OK && dense)
+        memset(dense, 0, nv);
+    ex_free(&x);
+    free(pos);
     free(S);
+    if (R != dense)
+        free(R);
     return rc;
+}
+
+int search_exec(struct inst *in, const struct search_view *v,
+                const struct search_prog *p, uint8_t *match, const char **err)
+{
+    return exec_run(in, v, p, NULL, NULL, match, err);
+}
+
+int search_exec_list(struct inst *in, const struct search_view *v,
+                     const struct search_prog *p, size_t **pos, size_t *npos, const char **err)
+{
+    return exec_run(in, v, p, pos, npos, NULL, err);
 }

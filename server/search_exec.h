@@ -22,4 +22,11 @@ struct search_view {
 int search_exec(struct inst *in, const struct search_view *v,
                 const struct search_prog *p, uint8_t *match, const char **err);
 
+/* As search_exec, but returns the matching view positions (0-based,
+ * ascending) in a malloc'd *pos of *npos entries (NULL when none; the
+ * caller frees it). When the index starts the search, its cost follows
+ * the candidates, not the view's size. */
+int search_exec_list(struct inst *in, const struct search_view *v,
+                     const struct search_prog *p, size_t **pos, size_t *npos, const char **err);
+
 #endif

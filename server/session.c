@@ -166,6 +166,9 @@ void sess_deselect(struct session *s)
     free(s->runs);   /* a folder with many runs should not keep them */
     s->runs = NULL;
     s->nruns = s->capruns = s->run_hint = 0;
+    free(s->vcache);
+    s->vcache = NULL;
+    s->nvcache = 0;
     free(s->saved);
     s->saved = NULL;
     s->nsaved = 0;

@@ -93,7 +93,7 @@ END_TEST
 START_TEST(t_view_runs)
 {
     static const uint32_t want[] = {1, 2, 3, 10, 20, 21, 22, 23, 24};
-    struct uid_run runs[] = {{0, 1, 3}, {3, 10, 1}, {4, 20, 5}};
+    struct uid_run runs[4] = {{0, 1, 3}, {3, 10, 1}, {4, 20, 5}, {0, 0, 0}};
     struct session s;
     memset(&s, 0, sizeof(s));
     ck_assert_uint_eq(sess_view_last_uid(&s), 0);
@@ -112,10 +112,31 @@ START_TEST(t_view_runs)
     for (size_t k = 0; k < sizeof(probe) / sizeof(probe[0]); k++)
         ck_assert_uint_eq(sess_view_lower_bound(&s, probe[k]), lb[k]);
     bool oom = true;
-    uint32_t *arr = sess_view_array(&s, &oom);
+    const uint32_t *arr = sess_view_array(&s, &oom);
     ck_assert(!oom && arr != NULL);
-    ck_assert_mem_eq(arr, want, sizeof(want));
-    free(arr);
+    ck_assert_mem_eq(arr, want, 9 * sizeof(want[0]));
+    ck_assert_ptr_eq(sess_view_array(&s, &oom), s.vcache);   /* kept between SEARCHes */
+    ck_assert_uint_eq(s.nvcache, 9);
+    /* new mail extends the last run and adds one: only the tail is filled */
+    runs[2].n = 6;
+    runs[3] = (struct uid_run){10, 40, 2};
+    s.nruns = 4;
+    s.nuids = 12;
+    s.vcache[0] = 999;               /* an entry the extension must not touch */
+    arr = sess_view_array(&s, &oom);
+    ck_assert(!oom && arr != NULL);
+    ck_assert_uint_eq(arr[0], 999);
+    static const uint32_t more[] = {25, 40, 41};
+    ck_assert_mem_eq(arr + 9, more, sizeof(more));
+    s.vcache[0] = 1;
+    s.nruns = 3;                     /* back to the first view for the checks below */
+    runs[2].n = 5;
+    s.nuids = 9;
+    arr = sess_view_array(&s, &oom); /* a copy longer than the view is rebuilt */
+    ck_assert_mem_eq(arr, want, 9 * sizeof(want[0]));
+    free(s.vcache);
+    s.vcache = NULL;
+    s.nvcache = 0;
     /* UID 2:21 -> view indexes 1..5; sequence 8:* -> 7, 8 */
     struct imap_arg a = {.type = IMAP_ARG_ATOM, .s = "2:21", .len = 4};
     struct view_iter it;

@@ -961,7 +961,8 @@ static int start_from_index(struct ex *x, const struct search_prog *p, size_t **
     if (res == 1) {
         /* the member map lists messages in msgnum order; the program and
          * the reply want view order, each position once */
-        qsort(h, nh, sizeof *h, hit_cmp);
+        if (nh > 1)                   /* h is NULL when nothing was hit */
+            qsort(h, nh, sizeof *h, hit_cmp);
         pos = malloc((nh ? nh : 1) * sizeof *pos);
         refs = malloc((nh ? nh : 1) * sizeof *refs);
         if (!pos || !refs) {

@@ -76,6 +76,25 @@ static inline unsigned char *put_eol(struct sink *k, unsigned char *o)
 }
 
 #if B64C_SSSE3
+__attribute__((target("ssse3"))) static inline void step_ssse3(unsigned char *dst,
+                                                                 const unsigned char *src)
+{
+    const __m128i spread = _mm_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
+    const __m128i m_ac = _mm_set1_epi32(0x0FC0FC00), mul_ac = _mm_set1_epi32(0x04000040);
+    const __m128i m_bd = _mm_set1_epi32(0x003F03F0), mul_bd = _mm_set1_epi32(0x01000010);
+    const __m128i k51 = _mm_set1_epi8(51), k26 = _mm_set1_epi8(26), k13 = _mm_set1_epi8(13);
+    /* offset to add to a value: index 0 a-z (26..51), 1-10 digits (52..61),
+     * 11 '+', 12 '/', 13 A-Z (0..25) */
+    const __m128i off = _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+                                      '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62,
+                                      '/' - 63, 'A', 0, 0);
+    __m128i in = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)src), spread);
+    __m128i v = _mm_or_si128(_mm_mulhi_epu16(_mm_and_si128(in, m_ac), mul_ac),
+                             _mm_mullo_epi16(_mm_and_si128(in, m_bd), mul_bd));
+    __m128i r = _mm_or_si128(_mm_subs_epu8(v, k51), _mm_and_si128(_mm_cmpgt_epi8(k26, v), k13));
+    _mm_storeu_si128((__m128i *)(void *)dst, _mm_add_epi8(_mm_shuffle_epi8(off, r), v));
+}
+
 /* Four quads per step: 12 octets -> 16 characters in SSE registers. Each
  * 32-bit lane gets octets (s1, s0, s2, s1) of its group, so that its two
  * 16-bit halves hold s0:s1 and s1:s2; two masked multiplies move the four
@@ -88,27 +107,11 @@ __attribute__((target("ssse3"))) static unsigned char *quads_ssse3(unsigned char
                                                                   size_t *tp, size_t *leftp,
                                                                   bool overlap)
 {
-    const __m128i spread = _mm_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
-    const __m128i m_ac = _mm_set1_epi32(0x0FC0FC00), mul_ac = _mm_set1_epi32(0x04000040);
-    const __m128i m_bd = _mm_set1_epi32(0x003F03F0), mul_bd = _mm_set1_epi32(0x01000010);
-    const __m128i k51 = _mm_set1_epi8(51), k26 = _mm_set1_epi8(26), k13 = _mm_set1_epi8(13);
-    /* offset to add to a value: index 0 a-z (26..51), 1-10 digits (52..61),
-     * 11 '+', 12 '/', 13 A-Z (0..25) */
-    const __m128i off = _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
-                                      '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62,
-                                      '/' - 63, 'A', 0, 0);
     const unsigned char *b = *bp;
     size_t t = *tp, left = *leftp;
     for (;;) {
         while (t >= 4 && left >= 16) {
-            __m128i in = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)b),
-                                          spread);
-            __m128i ac = _mm_mulhi_epu16(_mm_and_si128(in, m_ac), mul_ac);
-            __m128i bd = _mm_mullo_epi16(_mm_and_si128(in, m_bd), mul_bd);
-            __m128i v = _mm_or_si128(ac, bd);
-            __m128i r = _mm_or_si128(_mm_subs_epu8(v, k51),
-                                     _mm_and_si128(_mm_cmpgt_epi8(k26, v), k13));
-            _mm_storeu_si128((__m128i *)(void *)o, _mm_add_epi8(_mm_shuffle_epi8(off, r), v));
+            step_ssse3(o, b);
             o += 16, b += 12, t -= 4, left -= 12;
         }
         /* the 1-3 quads left of a line: step back over quads already
@@ -159,23 +162,6 @@ __attribute__((target("ssse3,sse4.2"))) static unsigned char *lines_ssse3(unsign
                                                                   unsigned *col, unsigned line,
                                                                   struct sink *sk)
 {
-    const __m128i spread = _mm_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
-    const __m128i m_ac = _mm_set1_epi32(0x0FC0FC00), mul_ac = _mm_set1_epi32(0x04000040);
-    const __m128i m_bd = _mm_set1_epi32(0x003F03F0), mul_bd = _mm_set1_epi32(0x01000010);
-    const __m128i k51 = _mm_set1_epi8(51), k26 = _mm_set1_epi8(26), k13 = _mm_set1_epi8(13);
-    const __m128i off = _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
-                                      '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62,
-                                      '/' - 63, 'A', 0, 0);
-#define B64C_STEP(dst, src)                                                                   \
-    do {                                                                                      \
-        __m128i in_ = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(src)), \
-                                       spread);                                               \
-        __m128i v_ = _mm_or_si128(_mm_mulhi_epu16(_mm_and_si128(in_, m_ac), mul_ac),          \
-                                  _mm_mullo_epi16(_mm_and_si128(in_, m_bd), mul_bd));         \
-        __m128i r_ = _mm_or_si128(_mm_subs_epu8(v_, k51),                                     \
-                                  _mm_and_si128(_mm_cmpgt_epi8(k26, v_), k13));               \
-        _mm_storeu_si128((__m128i *)(void *)(dst), _mm_add_epi8(_mm_shuffle_epi8(off, r_), v_)); \
-    } while (0)
     size_t k = *kp, q = line / 4, full = q / 4 * 4;
     uint32_t c = 0;
     if (sk->crc) {
@@ -193,9 +179,9 @@ __attribute__((target("ssse3,sse4.2"))) static unsigned char *lines_ssse3(unsign
         }
         const unsigned char *b = bin + 3 * k;
         for (size_t j = 0; j < full; j += 4)
-            B64C_STEP(o + 4 * j, b + 3 * j);
+            step_ssse3(o + 4 * j, b + 3 * j);
         if (q != full)
-            B64C_STEP(o + 4 * q - 16, b + 3 * q - 12);
+            step_ssse3(o + 4 * q - 16, b + 3 * q - 12);
         if (sk->crc)
             c = crc_mem(c, o, 4 * q);
         o += 4 * q, k += q;
@@ -205,7 +191,6 @@ __attribute__((target("ssse3,sse4.2"))) static unsigned char *lines_ssse3(unsign
         *sk->crc = ~c;
         sk->seg = o;
     }
-#undef B64C_STEP
     *kp = k;
     return o;
 }

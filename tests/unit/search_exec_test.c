@@ -335,6 +335,28 @@ static void add_segments(void)
     ck_assert_int_eq(inst_rd_begin(in), 0);
 }
 
+/* Every query answers the same through the index (members mark set) as
+ * through the walk (mark dropped), on the whole view and on gap[0..ng). */
+static void same_as_walk(const char *const *qs, size_t nq, const uint32_t *gap, size_t ng)
+{
+    static char fast[32][2048], walk[32][2048];
+    ck_assert_uint_le(nq, 32);
+    for (int pass = 0; pass < 2; pass++) {
+        vuids = pass ? gap : NULL;
+        nvuids = ng;
+        for (size_t q = 0; q < nq; q++)
+            snprintf(fast[q], sizeof fast[q], "%s", run(qs[q]));
+        set_members_mark(false);
+        for (size_t q = 0; q < nq; q++)
+            snprintf(walk[q], sizeof walk[q], "%s", run(qs[q]));
+        set_members_mark(true);
+        for (size_t q = 0; q < nq; q++)
+            ck_assert_msg(strcmp(fast[q], walk[q]) == 0, "%s (pass %d): index %s, walk %s",
+                          qs[q], pass, fast[q], walk[q]);
+    }
+    vuids = NULL;
+}
+
 START_TEST(test_start_from_index)
 {
     const char *err = NULL;
@@ -346,27 +368,12 @@ START_TEST(test_start_from_index)
         "BODY zebracorn BODY quokkafish", "UID 130:150 BODY zebracorn", "BODY zeb",
         "1:50 BODY zebracorn", "BODY plain SINCE 1-Jan-2021",
     };
-    enum { NQ = sizeof qs / sizeof qs[0] };
-    static char fast[NQ][2048], walk[NQ][2048];
     uint32_t gap[200];
     size_t ng = 0;
     for (size_t i = 0; i < nuids; i++)
         if (i % 3 != 1)
             gap[ng++] = uids[i];
-    for (int pass = 0; pass < 2; pass++) {
-        vuids = pass ? gap : NULL;
-        nvuids = ng;
-        for (size_t q = 0; q < NQ; q++)
-            snprintf(fast[q], sizeof fast[q], "%s", run(qs[q]));
-        set_members_mark(false);
-        for (size_t q = 0; q < NQ; q++)
-            snprintf(walk[q], sizeof walk[q], "%s", run(qs[q]));
-        set_members_mark(true);
-        for (size_t q = 0; q < NQ; q++)
-            ck_assert_msg(strcmp(fast[q], walk[q]) == 0, "%s (pass %d): index %s, walk %s",
-                          qs[q], pass, fast[q], walk[q]);
-    }
-    vuids = NULL;
+    same_as_walk(qs, sizeof qs / sizeof qs[0], gap, ng);
     /* the known answers, so that both paths cannot be wrong together */
     ck_assert_str_eq(run("BODY quokkafish"), "129,140,151,164,175");
     ck_assert_str_eq(run("BODY \"zebracorn twice\""), "159,160");
@@ -435,8 +442,6 @@ START_TEST(test_sparse_path)
         "BODY segment LARGER 10 NOT (UNSEEN ON 14-Sep-2020)", "BODY segment UID 1:*,130:140",
         "BODY zebracorn NOT BODY twice FLAGGED", "BODY segment UNDELETED NOT 1:100",
     };
-    enum { NQ = sizeof qs / sizeof qs[0] };
-    static char fast[NQ][2048], walk[NQ][2048];
     uint32_t gap[200], sv[] = { 1, 80, 129, 131, 140, 159, 160, 170 };
     size_t ng = 0;
     for (size_t i = 0; i < nuids; i++)
@@ -444,20 +449,7 @@ START_TEST(test_sparse_path)
             gap[ng++] = uids[i];
     saved = sv;
     nsaved = sizeof sv / sizeof sv[0];
-    for (int pass = 0; pass < 2; pass++) {
-        vuids = pass ? gap : NULL;
-        nvuids = ng;
-        for (size_t q = 0; q < NQ; q++)
-            snprintf(fast[q], sizeof fast[q], "%s", run(qs[q]));
-        set_members_mark(false);
-        for (size_t q = 0; q < NQ; q++)
-            snprintf(walk[q], sizeof walk[q], "%s", run(qs[q]));
-        set_members_mark(true);
-        for (size_t q = 0; q < NQ; q++)
-            ck_assert_msg(strcmp(fast[q], walk[q]) == 0, "%s (pass %d): index %s, walk %s",
-                          qs[q], pass, fast[q], walk[q]);
-    }
-    vuids = NULL;
+    same_as_walk(qs, sizeof qs / sizeof qs[0], gap, ng);
     /* known answers on the whole view (segment messages are uids 124..158
      * and 161..185, the twins 159 and 160), so both cannot be wrong alike */
     ck_assert_str_eq(run("* BODY segment"), "185");

@@ -694,16 +694,32 @@ static int fetch_one(struct session *s, struct fetch *f, size_t idx, bool uid,
     m.have_mi = false;
     m.hdr = &f->hdr;
     m.filt = &f->filt;
-    if (inst_msg_get(s->in, s->selrec.id, sess_view_uid(s, idx), &m.ref) != STORE_OK)
-        return 0;   /* gone from the store: nothing to say about it */
+    uint32_t uid_ = sess_view_uid(s, idx);
+    int grc = inst_msg_get(s->in, s->selrec.id, uid_, &m.ref);
+    if (grc == STORE_ENOTFOUND) {
+        /* gone from the store: nothing to say about it (RFC 3501). An
+         * archive never removes a message, so the log hears of it. */
+        log_warn("instance %s folder %s UID %u: no longer in the store", s->who.instance,
+                 s->sel.ext, uid_);
+        return 0;
+    }
+    if (grc != STORE_OK) {
+        /* a damaged record or page is not a vanished message: the client
+         * must learn that something it asked for was not sent */
+        log_err("instance %s folder %s UID %u: cannot read its record: %s", s->who.instance,
+                s->sel.ext, uid_, store_strerror(grc));
+        return 1;
+    }
     if (f->any_msginfo) {
         const void *data;
         size_t len;
-        const char *err;
-        if (inst_msg_info(s->in, m.ref.msgnum, &data, &len) != STORE_OK ||
-            msginfo_open(&m.mi, data, len, &err) != 0) {
-            log_err("message %llu: unusable msginfo record (coffer verify/reindex)",
-                    (unsigned long long)m.ref.msgnum);
+        const char *err = NULL;
+        int irc = inst_msg_info(s->in, m.ref.msgnum, &data, &len);
+        if (irc != STORE_OK || msginfo_open(&m.mi, data, len, &err) != 0) {
+            log_err("instance %s folder %s UID %u message %llu: unusable msginfo record: %s "
+                    "(coffer verify/reindex)", s->who.instance, s->sel.ext, uid_,
+                    (unsigned long long)m.ref.msgnum,
+                    irc != STORE_OK ? store_strerror(irc) : err ? err : "malformed");
             return 1;
         }
         m.have_mi = true;
@@ -748,8 +764,8 @@ static int fetch_one(struct session *s, struct fetch *f, size_t idx, bool uid,
         s->capture = NULL;
     }
     if (bad) {
-        log_err("message %llu: read failed, answered NO for it",
-                (unsigned long long)m.ref.msgnum);
+        log_err("instance %s folder %s UID %u message %llu: read failed, answered NO for it",
+                s->who.instance, s->sel.ext, uid_, (unsigned long long)m.ref.msgnum);
         return 1;
     }
     if (capturing)
@@ -784,6 +800,18 @@ static int fetch_write(struct session *s, const struct fetch *f, size_t idx, boo
     }
     sess_puts(s, ")\r\n");
     return 0;
+}
+
+/* A fresh read txn after a failed message. Holds no pointer from the
+ * old one: fetch_one copies what it keeps between messages. */
+static int renew_txn(struct session *s)
+{
+    if (!s->txn) {
+        inst_rd_end(s->in);      /* a lazily begun txn: the next call begins anew */
+        return 0;
+    }
+    sess_rd_end(s);
+    return sess_rd_begin(s);
 }
 
 int cmd_fetch(struct session *s, const struct imap_cmd *cmd, const struct imap_arg *args,
@@ -832,6 +860,17 @@ int cmd_fetch(struct session *s, const struct imap_cmd *cmd, const struct imap_a
             break;
         }
         failed += (unsigned)r;
+        /* LMDB leaves a read txn that met a damaged page (MDB_CORRUPTED,
+         * MDB_PAGE_NOTFOUND) unusable: every later lookup would fail too.
+         * Renew it, as sess_maybe_flush does between pieces of a long
+         * response: the view (the UIDs this command covers) is the
+         * session's and does not change. */
+        if (r > 0 && renew_txn(s) != 0) {
+            log_err("instance %s: cannot renew the read transaction: the rest of the "
+                    "FETCH is answered NO", s->who.instance);
+            failed++;
+            break;
+        }
         if (sess_maybe_flush(s) != 0) {
             end = 1;
             break;

@@ -135,6 +135,11 @@ long sess_view_extend(struct session *s, uint32_t from)
 {
     struct extend_ctx x = {s, 0, 0};
     int rc = inst_msgs_walk(s->in, s->selrec.id, from, extend_cb, &x);
+    if (rc != STORE_OK && rc != STORE_ENOTFOUND)
+        /* the view keeps what was read before the damage: not silent */
+        log_err("instance %s folder %s: message list unreadable after %ld of its "
+                "messages from UID %u: %s", s->who.instance, s->sel.ext, x.added, from,
+                store_strerror(rc));
     if ((rc != STORE_OK && rc != STORE_ENOTFOUND) || x.err != 0)
         return x.added > 0 ? x.added : -1;
     return x.added;

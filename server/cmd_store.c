@@ -3,6 +3,7 @@
  * `uid store N +Flags (\Seen)` after reading). Unless .SILENT, the FETCH
  * responses show the flags as they are stored, which is the truth. */
 #include "server/session_int.h"
+#include "server/log.h"
 
 #include <string.h>
 
@@ -41,10 +42,25 @@ int cmd_store(struct session *s, const struct imap_cmd *cmd, const struct imap_a
     if (view_iter_init(s, &args[0], uid, &it, &err) != 0)
         return sess_tagged(s, cmd->tag, "BAD", "%s", err);
     size_t idx;
+    unsigned failed = 0;
     while (!silent && view_iter_next(s, &it, &idx)) {
         struct msg_ref m;
-        if (inst_msg_get(s->in, s->selrec.id, sess_view_uid(s, idx), &m) != STORE_OK)
+        uint32_t u = sess_view_uid(s, idx);
+        int rc = inst_msg_get(s->in, s->selrec.id, u, &m);
+        if (rc == STORE_ENOTFOUND)
+            continue;     /* gone from the store: nothing to say about it */
+        if (rc != STORE_OK) {
+            /* a damaged record, not a vanished message: say so, and go on
+             * on a fresh read txn (LMDB leaves one that met a damaged page
+             * unusable; the view is the session's and does not change) */
+            log_err("instance %s folder %s UID %u: cannot read its record: %s",
+                    s->who.instance, s->sel.ext, u, store_strerror(rc));
+            failed++;
+            sess_rd_end(s);
+            if (sess_rd_begin(s) != 0)
+                break;
             continue;
+        }
         buf_reset(&s->out);
         buf_printf(&s->out, "* %zu FETCH (", idx + 1);
         if (uid)
@@ -57,5 +73,7 @@ int cmd_store(struct session *s, const struct imap_cmd *cmd, const struct imap_a
             break;
     }
     view_iter_free(&it);
+    if (failed)
+        return sess_tagged(s, cmd->tag, "NO", "[SERVERBUG] Some messages could not be read");
     return sess_tagged(s, cmd->tag, "OK", "Store completed (the archive is read-only)");
 }

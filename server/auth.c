@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -517,6 +519,11 @@ void auth_child_init(const struct store_cfg *store, int report_fd, int penalty_m
     srandom((unsigned)getpid());
 }
 
+void auth_forget_secret(void)
+{
+    OPENSSL_cleanse(G.secret, sizeof G.secret);
+}
+
 bool auth_plaintext_allowed(struct auth_ctx *a)
 {
     return G.allow_plaintext || conn_tls_active(a->conn);
@@ -581,17 +588,19 @@ void auth_ctx_free(struct auth_ctx *a)
     free(a);
 }
 
-static void report(char kind, const char *ip)
+static void report(char kind, const char *name)
 {
     if (G.report_fd < 0)
         return;
     struct auth_report r;
     memset(&r, 0, sizeof r);
     r.kind = kind;
-    snprintf(r.ip, sizeof r.ip, "%s", ip);
+    if (name)
+        snprintf(r.name, sizeof r.name, "%s", name);
+    size_t len = offsetof(struct auth_report, name) + strlen(r.name) + 1;
     ssize_t n;
     do
-        n = write(G.report_fd, &r, sizeof r);
+        n = send(G.report_fd, &r, len, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
 }
 
@@ -623,7 +632,11 @@ static enum auth_status finish_ok(struct auth_ctx *a, struct auth_result *res)
     log_info("login %s/%s mech=%s tls=%s", zi, zu, res->mech, tls[0] ? tls : "none");
     if (strcmp(zu, nu) != 0)
         log_info("audit: %s/%s (admin) authorised as %s/%s", ni, nu, zi, zu);
-    report('S', conn_peer_ip(a->conn));
+    /* The name that authenticated (authn points into the disposed SASL
+     * conn: rebuilt from its copy) clears the failures it caused. */
+    char who[STORE_ID_MAX + 1 + STORE_USER_MAX + 1];
+    snprintf(who, sizeof who, "%s/%s", ni, nu);
+    report('S', who);
     return AUTH_OK;
 }
 
@@ -767,7 +780,10 @@ enum auth_status auth_login(struct auth_ctx *a, const char *user, size_t ulen,
 bool auth_failed(struct auth_ctx *a)
 {
     a->failures++;
-    report('F', conn_peer_ip(a->conn));
+    const void *who = NULL;
+    if (a->sc && sasl_getprop(a->sc, SASL_AUTHUSER, &who) != SASL_OK)
+        who = NULL;
+    report('F', who);
     if (a->sc) {
         sasl_dispose(&a->sc);
         a->sc = NULL;

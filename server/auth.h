@@ -73,12 +73,20 @@ int auth_global_init(const struct auth_config *cfg, const char **err);
  * (after chroot), where to report failures (-1: nowhere) and the per-IP
  * penalty the parent assigned (slept before the first password check). */
 void auth_child_init(const struct store_cfg *store, int report_fd, int penalty_ms);
+/* In the child once logged in (no AUTHENTICATE can follow): wipe the key
+ * derived from the install secret, which only the fake SCRAM secrets of
+ * unknown users need. */
+void auth_forget_secret(void);
 
-/* What a child reports on report_fd: one record per attempt outcome,
- * written atomically (smaller than PIPE_BUF). */
+/* What a child reports on report_fd (a datagram socket whose receiver
+ * learns the sender's pid from the kernel: the report carries no address,
+ * the parent takes the one it recorded for that child at fork). One
+ * datagram per attempt outcome; name is the canonical authenticating name
+ * tried ("id/user", NUL-terminated; empty when the attempt never got that
+ * far). */
 struct auth_report {
     char kind;                     /* 'F' failure, 'S' success */
-    char ip[63];
+    char name[STORE_ID_MAX + 1 + STORE_USER_MAX + 1];
 };
 
 #endif

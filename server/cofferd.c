@@ -8,6 +8,7 @@
 #include "server/config.h"
 #include "server/conn.h"
 #include "server/log.h"
+#include "server/penalty.h"
 #include "server/session.h"
 #include "server/tls.h"
 #include "store/store.h"
@@ -19,6 +20,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <pwd.h>
@@ -36,9 +38,6 @@
 #include <unistd.h>
 
 #define MAX_LISTENERS 64
-#define PENALTY_SLOTS 1024
-#define PENALTY_BASE_MS 250
-#define PENALTY_EXPIRE_S 900
 
 struct listener {
     int fd;
@@ -47,13 +46,8 @@ struct listener {
 
 struct child {
     pid_t pid;
+    bool dead;          /* reaped; its queued reports are still read */
     char ip[64];
-};
-
-struct penalty {
-    char ip[64];
-    unsigned fails;
-    time_t last;
 };
 
 static struct cofferd_cfg cfg;
@@ -63,10 +57,12 @@ static struct listener lst[MAX_LISTENERS];
 static unsigned nlst;
 static struct child *kids;
 static unsigned nkids, kids_cap;
-static struct penalty pen[PENALTY_SLOTS];
 static uid_t run_uid;
 static gid_t run_gid;
-static int report_pipe[2] = { -1, -1 };
+/* Children's login reports: a datagram socketpair whose parent end has
+ * SO_PASSCRED, so each report comes with the sender's pid from the kernel
+ * (an unprivileged child cannot claim another). */
+static int report_sock[2] = { -1, -1 };
 static int sig_pipe[2] = { -1, -1 };
 static volatile sig_atomic_t got_hup, got_term, got_chld, got_usr1;
 static volatile int child_shutdown;
@@ -337,6 +333,9 @@ static int prepare(bool check_only, char *err, size_t errlen)
         snprintf(err, errlen, "authentication setup failed: %s", e);
         return -1;
     }
+    /* auth keeps its own derived key and ignores the secret on reload:
+     * the raw secret need not reach any child. */
+    OPENSSL_cleanse(install_secret, sizeof install_secret);
     return 0;
 }
 
@@ -367,6 +366,11 @@ static int confine_instance(void *ctx, const char *instance_id)
         log_err("Landlock for instance %s failed: %s", instance_id, strerror(errno));
         return -1;
     }
+    /* Logged in: no STARTTLS and no AUTHENTICATE can follow, so neither the
+     * ticket keys (already wiped after a handshake) nor the fake-SCRAM key
+     * has any use left in this process. */
+    tls_tickets_forget();
+    auth_forget_secret();
     /* That was the last confinement step: a thread created from now on has
      * all of it (Landlock binds the calling thread and later ones). */
     if (cfg.output_thread != CFG_OUTPUT_NO)
@@ -374,6 +378,77 @@ static int confine_instance(void *ctx, const char *instance_id)
                                              ? CONN_OUTPUT_THREAD_ON : CONN_OUTPUT_THREAD_AUTO);
     return 0;
 }
+
+#ifdef COFFER_TEST_HOOKS
+/* Test hook: what a compromised pre-auth child could do, tried with the
+ * confinement of before the first client byte in place (the after-login
+ * hook in server/cmd_auth.c sees the per-instance layer as well).
+ * COFFER_TEST_OPEN_BEFORE_LOGIN is a comma-separated list: PATH (open for
+ * reading), w:PATH (for writing), c:PATH (create, O_EXCL), "fork",
+ * "setuid0"; each result is logged. */
+static void test_before_login(const char *list)
+{
+    while (list != NULL && *list != '\0') {
+        const char *end = strchr(list, ',');
+        size_t n = end ? (size_t)(end - list) : strlen(list);
+        char item[CFG_PATH_MAX];
+        if (n > 0 && n < sizeof item) {
+            memcpy(item, list, n);
+            item[n] = '\0';
+            int rc, e;
+            if (strcmp(item, "fork") == 0) {
+                pid_t p = fork();
+                e = errno;
+                if (p == 0)
+                    _exit(0);
+                if (p > 0)
+                    waitpid(p, NULL, 0);
+                rc = p < 0 ? -1 : 0;
+            } else if (strcmp(item, "setuid0") == 0) {
+                rc = setuid(0);
+                e = errno;
+            } else {
+                bool wr = strncmp(item, "w:", 2) == 0, cr = strncmp(item, "c:", 2) == 0;
+                int fd = open(wr || cr ? item + 2 : item,
+                              cr ? O_WRONLY | O_CREAT | O_EXCL : wr ? O_WRONLY : O_RDONLY, 0600);
+                e = errno;
+                rc = fd;
+                if (fd >= 0)
+                    close(fd);
+            }
+            log_info("test hook: %s before login: %s", item, rc >= 0 ? "SUCCEEDED" : strerror(e));
+        }
+        list = end ? end + 1 : NULL;
+    }
+}
+#endif
+
+#ifdef COFFER_TEST_HOOKS
+/* Test hook: a failure report that claims to come from another process
+ * (the parent). Returns 0 when the kernel let it through, else errno. */
+static int forge_report(int fd)
+{
+    struct auth_report r;
+    memset(&r, 0, sizeof r);
+    r.kind = 'F';
+    snprintf(r.name, sizeof r.name, "forged/report");
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(struct ucred))];
+    } cbuf;
+    memset(&cbuf, 0, sizeof cbuf);
+    struct iovec iov = { .iov_base = &r, .iov_len = sizeof r };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = cbuf.b, .msg_controllen = sizeof cbuf.b };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_CREDENTIALS;
+    c->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+    struct ucred uc = { .pid = getppid(), .uid = geteuid(), .gid = getegid() };
+    memcpy(CMSG_DATA(c), &uc, sizeof uc);
+    return sendmsg(fd, &mh, MSG_NOSIGNAL) < 0 ? errno : 0;
+}
+#endif
 
 static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const char *desc,
                            int report_fd, int penalty_ms)
@@ -407,10 +482,23 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
         .max_files = 256,
     };
     const char *root = NULL, *err = NULL;
+#ifdef COFFER_TEST_HOOKS
+    /* Before confinement (root may claim any pid: the parent must drop it)
+     * and after (the kernel must refuse the claim). */
+    bool forge = report_fd >= 0 && getenv("COFFER_TEST_FORGE_REPORT");
+    int forged_root = forge ? forge_report(report_fd) : 0;
+#endif
     if (confine_process(&co, &root, &err) != 0) {
         log_err("confinement failed: %s (%s)", err, strerror(errno));
         _exit(1);
     }
+#ifdef COFFER_TEST_HOOKS
+    if (forge) {
+        int e = forge_report(report_fd);
+        log_info("test hook: forged report as root: %s; confined: %s",
+                 forged_root ? strerror(forged_root) : "sent", e ? strerror(e) : "sent");
+    }
+#endif
     static struct confine_ctx cc;
     snprintf(cc.root, sizeof cc.root, "%s", root);
     /* In the chroot this is <data_dir>/dev/urandom (made by prepare_urandom). */
@@ -460,6 +548,7 @@ static void run_connection(int rfd, int wfd, bool is_tls, const char *ip, const 
     env.stat_user_len = sizeof who;
 #ifdef COFFER_TEST_HOOKS
     env.test_open_after_login = getenv("COFFER_TEST_OPEN_AFTER_LOGIN");
+    test_before_login(getenv("COFFER_TEST_OPEN_BEFORE_LOGIN"));
 #endif
     if (auth_ctx_new(c, is_tls, &env.auth) != 0) {
         log_err("authentication context setup failed");
@@ -499,75 +588,97 @@ static void parent_sig(int sig)
     errno = saved;
 }
 
-static void reap(void)
+/* One report datagram: the sender's pid from SCM_CREDENTIALS, never from
+ * the message; the address is the one recorded for that child at fork. A
+ * sender that is no child of ours (or sent no credentials) is ignored.
+ * Returns false when the queue is empty. */
+static bool read_one_report(void)
 {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (unsigned i = 0; i < nkids; i++)
-            if (kids[i].pid == pid) {
-                kids[i] = kids[--nkids];
-                break;
-            }
-        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM && WTERMSIG(status) != SIGKILL)
-            log_warn("child %ld died of signal %d", (long)pid, WTERMSIG(status));
+    struct auth_report r;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(struct ucred))];
+    } cbuf;
+    struct iovec iov = { .iov_base = &r, .iov_len = sizeof r };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = cbuf.b, .msg_controllen = sizeof cbuf.b };
+    memset(&r, 0, sizeof r);
+    ssize_t n = recvmsg(report_sock[0], &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return errno == EINTR;
+    const struct ucred *uc = NULL;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS
+            && c->cmsg_len == CMSG_LEN(sizeof(struct ucred)))
+            uc = (const struct ucred *)(void *)CMSG_DATA(c);
+        else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            /* nobody should pass fds here; do not keep them */
+            for (int *fd = (int *)(void *)CMSG_DATA(c);
+                 (char *)(fd + 1) <= (char *)c + c->cmsg_len; fd++)
+                close(*fd);
     }
-}
-
-static struct penalty *pen_find(const char *ip, bool create)
-{
-    struct penalty *victim = NULL;   /* a free slot, else the stalest */
-    for (unsigned i = 0; i < PENALTY_SLOTS; i++) {
-        if (pen[i].ip[0] && !strcmp(pen[i].ip, ip))
-            return &pen[i];
-        if (!pen[i].ip[0]) {
-            if (!victim || victim->ip[0])
-                victim = &pen[i];
-        } else if (!victim || (victim->ip[0] && pen[i].last < victim->last)) {
-            victim = &pen[i];
+    const struct child *k = NULL;
+    for (unsigned i = 0; uc && i < nkids; i++)
+        if (kids[i].pid == uc->pid) {
+            k = &kids[i];
+            break;
         }
+    if (!k) {
+        log_warn("ignored a login report from pid %ld: not a connection child",
+                 uc ? (long)uc->pid : -1L);
+    } else if (n >= (ssize_t)offsetof(struct auth_report, name) + 1) {
+        size_t len = (size_t)n - offsetof(struct auth_report, name);
+        len = strnlen(r.name, len < sizeof r.name ? len : sizeof r.name);
+        if (r.kind == 'F')
+            penalty_fail(k->ip, r.name, len, time(NULL));
+        else if (r.kind == 'S')
+            penalty_success(k->ip, r.name, len, time(NULL));
     }
-    if (!create)
-        return NULL;
-    memset(victim, 0, sizeof *victim);
-    snprintf(victim->ip, sizeof victim->ip, "%s", ip);
-    return victim;
+    OPENSSL_cleanse(&r, sizeof r);   /* the parent keeps no name in clear */
+    return true;
 }
 
 static void read_reports(void)
 {
-    struct auth_report r;
-    for (;;) {
-        ssize_t n = read(report_pipe[0], &r, sizeof r);
-        if (n != (ssize_t)sizeof r)
-            return;
-        r.ip[sizeof r.ip - 1] = 0;
-        if (r.kind == 'F') {
-            struct penalty *p = pen_find(r.ip, true);
-            p->fails++;
-            p->last = time(NULL);
-        } else if (r.kind == 'S') {
-            struct penalty *p = pen_find(r.ip, false);
-            if (p)
-                memset(p, 0, sizeof *p);
-        }
+    while (read_one_report())
+        ;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    bool any = false;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (unsigned i = 0; i < nkids; i++)
+            if (kids[i].pid == pid) {
+                kids[i].dead = true;
+                any = true;
+                break;
+            }
+        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM && WTERMSIG(status) != SIGKILL)
+            log_warn("child %ld died of signal %d", (long)pid, WTERMSIG(status));
+        /* A child's every exit path but a failed setup (which it logged
+         * itself) is status 0; anything else is news, e.g. a sanitizer's
+         * halt_on_error exit. */
+        else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+            log_warn("child %ld exited with status %d", (long)pid, WEXITSTATUS(status));
     }
+    if (!any)
+        return;
+    /* Everything a reaped child sent is queued by now: read it while its
+     * pid still maps to its address, before the pid can be reused. */
+    read_reports();
+    for (unsigned i = 0; i < nkids;)
+        if (kids[i].dead)
+            kids[i] = kids[--nkids];
+        else
+            i++;
 }
 
 static int penalty_for(const char *ip)
 {
-    if (cfg.auth_penalty_max_ms <= 0)
-        return 0;
-    struct penalty *p = pen_find(ip, false);
-    if (!p || !p->fails)
-        return 0;
-    if (time(NULL) - p->last > PENALTY_EXPIRE_S) {
-        memset(p, 0, sizeof *p);
-        return 0;
-    }
-    unsigned sh = p->fails - 1 > 16 ? 16 : p->fails - 1;
-    long ms = (long)PENALTY_BASE_MS << sh;
-    return ms > cfg.auth_penalty_max_ms ? cfg.auth_penalty_max_ms : (int)ms;
+    return penalty_ms(ip, time(NULL), cfg.auth_penalty_max_ms);
 }
 
 static void refuse(int fd, bool is_tls, const char *why)
@@ -661,14 +772,16 @@ static void accept_one(const struct listener *l)
     if (pid == 0) {
         for (unsigned i = 0; i < nlst; i++)
             close(lst[i].fd);
-        close(report_pipe[0]);
+        close(report_sock[0]);
         close(sig_pipe[0]);
         close(sig_pipe[1]);
-        run_connection(fd, fd, l->tls, ip, desc, report_pipe[1], penalty);
+        penalty_forget_key();
+        run_connection(fd, fd, l->tls, ip, desc, report_sock[1], penalty);
         _exit(0);
     }
     close(fd);
     kids[nkids].pid = pid;
+    kids[nkids].dead = false;
     snprintf(kids[nkids].ip, sizeof kids[nkids].ip, "%s", ip);
     nkids++;
 }
@@ -745,11 +858,19 @@ static void shutdown_children(void)
 
 static int serve(void)
 {
-    if (pipe2(report_pipe, O_CLOEXEC) != 0 || pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        log_err("pipe: %s", strerror(errno));
+    int one = 1;
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, report_sock) != 0
+        || setsockopt(report_sock[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0
+        || shutdown(report_sock[1], SHUT_RD) != 0 || shutdown(report_sock[0], SHUT_WR) != 0
+        || pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_err("report socket / pipe: %s", strerror(errno));
         return 1;
     }
-    fcntl(report_pipe[0], F_SETFL, O_NONBLOCK);
+    fcntl(report_sock[0], F_SETFL, O_NONBLOCK);
+    if (penalty_init() != 0) {
+        log_err("cannot generate the penalty table's key (random source)");
+        return 1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = parent_sig;
@@ -773,7 +894,7 @@ static int serve(void)
         unsigned n = 0;
         for (unsigned i = 0; i < nlst; i++)
             pfd[n++] = (struct pollfd){ .fd = lst[i].fd, .events = POLLIN };
-        pfd[n++] = (struct pollfd){ .fd = report_pipe[0], .events = POLLIN };
+        pfd[n++] = (struct pollfd){ .fd = report_sock[0], .events = POLLIN };
         pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN };
         /* wake up in time for the next ticket key rotation */
         time_t due = rotated + (time_t)cfg.tls_ticket_rotate_s - time(NULL);
@@ -788,12 +909,12 @@ static int serve(void)
             while (read(sig_pipe[0], b, sizeof b) > 0)
                 ;
         }
+        if (pfd[n - 2].revents)
+            read_reports();
         if (got_chld) {
             got_chld = 0;
             reap();
         }
-        if (pfd[n - 2].revents)
-            read_reports();
         if (got_hup) {
             got_hup = 0;
             reload();

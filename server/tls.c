@@ -20,7 +20,11 @@ struct ticket_key {
     int valid;
 };
 /* Inherited by every child at fork, so any child can resume a session a
- * sibling issued while the key was current or previous. */
+ * sibling issued while the key was current or previous. A child needs them
+ * only during its one handshake (ClientHello decrypts, NewSessionTicket
+ * encrypts; OpenSSL sends TLS 1.3 tickets before SSL_accept returns), so
+ * it wipes them once SSL_accept has succeeded: a compromised child cannot
+ * decrypt tickets recorded from other connections. */
 static struct ticket_key tkeys[2];
 
 int tls_tickets_rotate(void)
@@ -34,6 +38,20 @@ int tls_tickets_rotate(void)
     tkeys[0] = k;
     OPENSSL_cleanse(&k, sizeof k);
     return 0;
+}
+
+void tls_tickets_forget(void)
+{
+    OPENSSL_cleanse(tkeys, sizeof tkeys);
+}
+
+static void info_cb(const SSL *s, int where, int ret)
+{
+    /* The handshake is over, TLS 1.3 tickets sent (SSL_CB_HANDSHAKE_DONE
+     * comes before them in TLS 1.3: too early). Only children handshake:
+     * the parent never calls SSL_accept. */
+    if ((where & SSL_CB_EXIT) && ret == 1 && SSL_is_init_finished(s))
+        tls_tickets_forget();
 }
 
 static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
@@ -100,6 +118,7 @@ static SSL_CTX *make_ctx(const struct cofferd_cfg *cfg, const char *cert, const 
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_info_callback(ctx, info_cb);
     if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
         ssl_errstr(err, errlen, "tls_ciphers", cfg->tls_ciphers);
         goto fail;

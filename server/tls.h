@@ -17,5 +17,9 @@ void tls_free(struct tls_set *t);
 /* Ticket keys: the current one encrypts, the previous one still decrypts.
  * tls_tickets_rotate() generates a new current key. */
 int tls_tickets_rotate(void);
+/* Wipe both keys (a child: after its handshake, or once logged in without
+ * TLS, when no STARTTLS can follow). Done by itself at the end of every
+ * handshake of these contexts. */
+void tls_tickets_forget(void);
 
 #endif

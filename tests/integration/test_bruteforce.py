@@ -12,6 +12,11 @@ reconnecting after every BYE. Meanwhile
   - after the attack, a brand-new connection from 127.0.0.1 still pays the
     penalty (reconnecting does not reset it), while 127.0.0.2 does not.
 
+Then: a success clears only the failures of the name that logged in (an
+attacker's own account in another instance washes nothing; a user who
+mistyped starts clean), and a report that does not come from the
+connection's own child (forged pid, test hook) changes nothing.
+
 Env: COFFER_BRUTE_SECONDS (attack duration, default 20)."""
 
 import os
@@ -24,8 +29,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from coffer_harness import (CofferServer, LineClient, TIMEOUT_SCALE, UNDER_VALGRIND,  # noqa: E402
-                            require_root, run_tests)
+from coffer_harness import (CofferServer, LineClient, Skip, TIMEOUT_SCALE,  # noqa: E402
+                            UNDER_VALGRIND, require_root, run_tests)
 
 ATTACKERS = 20
 PER_IP = 8
@@ -112,11 +117,11 @@ class Attack:
                 time.sleep(0.1)
 
 
-def legit_login(s, source="127.0.0.2", pw="jon-pw"):
+def legit_login(s, source="127.0.0.2", pw="jon-pw", user="jd/jon"):
     t0 = time.monotonic()
     c = LineClient(s.connect(tls=True, source=source, timeout=30))
     assert c.line().startswith("* OK")
-    c.send('a LOGIN "jd/jon" "%s"\r\n' % pw)
+    c.send('a LOGIN "%s" "%s"\r\n' % (user, pw))
     r = c.until_tagged("a")
     dt = time.monotonic() - t0
     c.close()
@@ -207,6 +212,87 @@ def test_failed_guesses_on_new_connections_keep_penalty():
             assert times[-1] > times[1] + 1.0, times
         st, dt = legit_login(s, source="127.0.0.4")
         assert st.startswith("a OK") and (dt < LEGIT_LIMIT or UNDER_VALGRIND), dt
+
+
+def served(s, ip):
+    """The penalty each failing connection from ip served, in order, from
+    the children's failure log lines."""
+    return [int(m) for m in re.findall(r"auth failure from %s \S+ \S+ penalty=(\d+)ms"
+                                       % re.escape(ip), s.log())]
+
+
+TWO = {"victim": {"users": {"boss": "boss-pw"}}, "mine": {"users": {"me": "me-pw"}}}
+QUICK = {"auth_failure_delay": "50ms", "auth_penalty_max": "8s", "max_auth_failures": 3}
+
+
+def attempt(s, ip, user, pw, ok):
+    st, dt = legit_login(s, source=ip, user=user, pw=pw)
+    assert st.startswith("a OK" if ok else "a NO"), (user, st)
+    time.sleep(0.1)
+    return dt
+
+
+def test_own_account_does_not_wash_the_penalty():
+    """The auditor's round (G7): failures as victim/boss, then a successful
+    LOGIN as the attacker's own mine/me from the same address. The next
+    victim/boss attempt still serves the grown penalty; before, the
+    success reset it to 0 every round."""
+    with CofferServer(instances=TWO, config=QUICK) as s:
+        ip = "127.0.0.7"
+        for rnd in range(2):
+            for i in range(2):
+                attempt(s, ip, "victim/boss", "guess-%d-%d" % (rnd, i), False)
+            attempt(s, ip, "mine/me", "me-pw", True)
+        # the attacker's own failures are his to wash: one more as mine/me,
+        # then mine/me logs in; only that one is cleared
+        attempt(s, ip, "mine/me", "typo", False)
+        attempt(s, ip, "mine/me", "me-pw", True)
+        attempt(s, ip, "victim/boss", "last-guess", False)
+        got = served(s, ip)
+        print("  served from %s: %s" % (ip, got))
+        # the four boss failures stay through both successes; the typo
+        # (fifth failure) is washed by mine/me's own success
+        assert got == [0, 250, 500, 1000, 2000, 2000], got
+
+
+def test_mistyping_user_starts_clean():
+    """A user who mistyped and then got in is not penalised afterwards; the
+    name is compared canonically (alias and case do not matter)."""
+    with CofferServer(instances={"jdcorp": {"aliases": ["jd"], "users": {"jon": "jon-pw"}}},
+                      config=QUICK) as s:
+        ip = "127.0.0.8"
+        attempt(s, ip, "jd/jon", "typo1", False)
+        attempt(s, ip, "JDCorp/Jon", "typo2", False)
+        attempt(s, ip, "jd/JON", "jon-pw", True)
+        attempt(s, ip, "jdcorp/jon", "typo3", False)
+        got = served(s, ip)
+        print("  served from %s: %s" % (ip, got))
+        assert got == [0, 250, 0], got
+
+
+def test_forged_report_ignored():
+    """Reports carry no address: the parent takes the sender's pid from the
+    kernel (SCM_CREDENTIALS) and the address it recorded for that child.
+    Test hook: every child sends a failure report claiming the parent's pid,
+    once as root before confinement (the kernel lets root claim any pid:
+    the parent must drop it) and once confined (the kernel must refuse)."""
+    if os.environ.get("COFFER_TEST_HOOKS") != "yes":
+        raise Skip("cofferd built without --enable-test-hooks: forging hook not run")
+    with CofferServer(instances={"jdcorp": {"aliases": ["jd"], "users": {"jon": "jon-pw"}}},
+                      config=QUICK, env={"COFFER_TEST_FORGE_REPORT": "1"}) as s:
+        ip = "127.0.0.9"
+        for i in range(3):
+            attempt(s, ip, "jd/jon", "wrong%d" % i, False)
+        log = s.log()
+        hooks = re.findall(r"test hook: forged report as root: (.*); confined: (.*)", log)
+        assert len(hooks) == 3, log
+        assert all(h == ("sent", "Operation not permitted") for h in hooks), hooks
+        ppid = s.proc.pid
+        dropped = re.findall(r"ignored a login report from pid (\d+): not a connection child", log)
+        assert dropped == [str(ppid)] * 3, (dropped, ppid)
+        # each child's own failure counted once, the forged ones not at all
+        got = served(s, ip)
+        assert got == [0, 250, 500], got
 
 
 if __name__ == "__main__":

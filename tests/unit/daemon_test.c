@@ -20,6 +20,7 @@
 #include "proto/buf.h"
 #include "server/config.h"
 #include "server/conn.h"
+#include "server/penalty.h"
 
 /* ---------- config ---------- */
 
@@ -455,6 +456,102 @@ START_TEST(t_conn_no_tls_ctx)
 }
 END_TEST
 
+/* ---------- the parent's penalty table ---------- */
+
+#define PNAME(x) (x), strlen(x)
+
+START_TEST(t_pen_success_clears_only_its_name)
+{
+    ck_assert_int_eq(penalty_init(), 0);
+    const char *ip = "192.0.2.1";
+    time_t t = 100000;
+    for (int i = 0; i < 3; i++)
+        penalty_fail(ip, PNAME("victim/boss"), t);
+    penalty_fail(ip, PNAME("mine/me"), t);
+    ck_assert_uint_eq(penalty_failures(ip, t), 4);
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 2000);
+    /* the attacker's own account: only its own failure goes */
+    penalty_success(ip, PNAME("mine/me"), t);
+    ck_assert_uint_eq(penalty_failures(ip, t), 3);
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 1000);
+    /* a name that never failed here clears nothing, nor does another address */
+    penalty_success(ip, PNAME("other/one"), t);
+    penalty_success("192.0.2.2", PNAME("victim/boss"), t);
+    ck_assert_uint_eq(penalty_failures(ip, t), 3);
+    /* the victim's own success: the address starts clean */
+    penalty_success(ip, PNAME("victim/boss"), t);
+    ck_assert_uint_eq(penalty_failures(ip, t), 0);
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 0);
+}
+END_TEST
+
+START_TEST(t_pen_overflow_and_unnamed_are_never_cleared)
+{
+    ck_assert_int_eq(penalty_init(), 0);
+    const char *ip = "2001:db8::1";
+    time_t t = 100000;
+    char name[32];
+    for (int i = 0; i < PENALTY_NAMES + 2; i++) {
+        snprintf(name, sizeof name, "inst/user%d", i);
+        penalty_fail(ip, PNAME(name), t);
+    }
+    penalty_fail(ip, "", 0, t);   /* the attempt never named anyone */
+    ck_assert_uint_eq(penalty_failures(ip, t), PENALTY_NAMES + 3);
+    /* names past the table's width are in "other": their success does not
+     * evict or clear anything */
+    snprintf(name, sizeof name, "inst/user%d", PENALTY_NAMES);
+    penalty_success(ip, PNAME(name), t);
+    penalty_success(ip, "", 0, t);
+    ck_assert_uint_eq(penalty_failures(ip, t), PENALTY_NAMES + 3);
+    for (int i = 0; i < PENALTY_NAMES; i++) {
+        snprintf(name, sizeof name, "inst/user%d", i);
+        penalty_success(ip, PNAME(name), t);
+    }
+    ck_assert_uint_eq(penalty_failures(ip, t), 3);
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 1000);
+}
+END_TEST
+
+START_TEST(t_pen_growth_cap_expiry)
+{
+    ck_assert_int_eq(penalty_init(), 0);
+    const char *ip = "198.51.100.7";
+    time_t t = 100000;
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 0);
+    int want[] = { 250, 500, 1000, 2000, 3000 };
+    for (int i = 0; i < 5; i++) {
+        penalty_fail(ip, PNAME("a/b"), t);
+        ck_assert_int_eq(penalty_ms(ip, t, 3000), want[i]);
+    }
+    for (int i = 0; i < 40; i++)
+        penalty_fail(ip, PNAME("a/b"), t);   /* the shift stays bounded */
+    ck_assert_int_eq(penalty_ms(ip, t, 15000), 15000);
+    ck_assert_int_eq(penalty_ms(ip, t, 0), 0);
+    /* 15 minutes after the last failure, forgotten */
+    ck_assert_int_eq(penalty_ms(ip, t + PENALTY_EXPIRE_S, 3000), 3000);
+    ck_assert_int_eq(penalty_ms(ip, t + PENALTY_EXPIRE_S + 1, 3000), 0);
+    penalty_fail(ip, PNAME("a/b"), t + 2000);
+    ck_assert_uint_eq(penalty_failures(ip, t + 2000), 1);
+}
+END_TEST
+
+START_TEST(t_pen_table_bound_drops_stalest)
+{
+    ck_assert_int_eq(penalty_init(), 0);
+    char ip[64];
+    time_t t = 200000;
+    for (int i = 0; i <= PENALTY_SLOTS; i++) {
+        snprintf(ip, sizeof ip, "10.0.%d.%d", i / 256, i % 256);
+        penalty_fail(ip, PNAME("x/y"), i == 0 ? t : i < PENALTY_SLOTS ? t + 100 : t + 200);
+    }
+    /* the first (stalest) address made room for the last one */
+    ck_assert_uint_eq(penalty_failures("10.0.0.0", t + 200), 0);
+    ck_assert_uint_eq(penalty_failures("10.0.0.1", t + 200), 1);
+    snprintf(ip, sizeof ip, "10.0.%d.%d", PENALTY_SLOTS / 256, PENALTY_SLOTS % 256);
+    ck_assert_uint_eq(penalty_failures(ip, t + 200), 1);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("daemon");
@@ -473,6 +570,12 @@ static Suite *suite(void)
     tcase_add_test(tc, t_conn_big_write_streams);
     tcase_add_test(tc, t_conn_compress);
     tcase_add_test(tc, t_conn_no_tls_ctx);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("penalty");
+    tcase_add_test(tc, t_pen_success_clears_only_its_name);
+    tcase_add_test(tc, t_pen_overflow_and_unnamed_are_never_cleared);
+    tcase_add_test(tc, t_pen_growth_cap_expiry);
+    tcase_add_test(tc, t_pen_table_bound_drops_stalest);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -25,7 +25,17 @@ data_dir, conf_path, cert, key, proc (the Popen of the parent), log() (the
 daemon's stderr so far). Methods: coffer(*args) runs the admin CLI
 (`coffer --data-dir DIR ...`), imap(tls=True), login(user, pw, tls=True),
 connect(tls=True, source=None) -> raw socket, ssl_context(), child_pids(),
-wait_children(n), reload(), stop(), write_config(**overrides).
+wait_children(n), reload(), stop(), write_config(**overrides), cleanup().
+
+cleanup() (also on leaving the `with` block, and run_tests' end for a
+server still running) raises AssertionError when the daemon log shows a
+sanitizer report, a child killed by a signal other than SIGTERM/SIGKILL or
+a child's non-zero exit (LOG_FAILURE_RE): such a report may come after the
+client's last answer, where no assertion of the test looks.
+
+A test that cannot run here raises Skip(reason); a sub-check that cannot,
+skip_part(reason) (landlock_active(log, what) does that for Landlock, or
+fails under COFFER_REQUIRE_LANDLOCK=1): run_tests prints and counts both.
 
 Environment: COFFERD / COFFER name the binaries (else COFFER_BUILDDIR/cofferd
 and COFFER_BUILDDIR/coffer, else ./cofferd and ./coffer).
@@ -35,6 +45,7 @@ import imaplib
 import os
 import pwd
 import grp
+import re
 import shutil
 import signal
 import socket
@@ -47,10 +58,44 @@ import traceback
 
 SKIP = 77
 HARD_ERROR = 99
+# What in a daemon log means a child (or the parent) went wrong even when
+# every client got its answer: a sanitizer report, a child killed by a
+# signal (reap() leaves out SIGTERM and SIGKILL, the intended kills), or a
+# child that exited non-zero (a sanitizer under halt_on_error exits 1).
+LOG_FAILURE_RE = (r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                  r"died of signal|child \d+ exited with status")
 # tests/valgrind-all runs the binaries under memcheck: stretch time limits
 # by COFFER_TIMEOUT_SCALE; timing comparisons should check UNDER_VALGRIND.
 TIMEOUT_SCALE = float(os.environ.get("COFFER_TIMEOUT_SCALE") or 1)
 UNDER_VALGRIND = bool(os.environ.get("COFFER_VALGRIND"))
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run here: run_tests reports it as SKIP."""
+
+
+_skipped_parts = []
+
+
+def skip_part(reason):
+    """A sub-check of a passing test that cannot run here: printed as
+    'SKIP: reason' and counted in run_tests' summary line (a PASS that
+    checked less must say so)."""
+    print("  SKIP: %s" % reason, flush=True)
+    _skipped_parts.append(reason)
+
+
+def landlock_active(log, what):
+    """True if the daemon log says Landlock is available. Otherwise the
+    Landlock sub-check `what` is skipped (skip_part), or fails when
+    COFFER_REQUIRE_LANDLOCK=1 (a machine known to have Landlock)."""
+    if "Landlock available" in log:
+        return True
+    if os.environ.get("COFFER_REQUIRE_LANDLOCK") == "1":
+        raise AssertionError("COFFER_REQUIRE_LANDLOCK=1 but cofferd reports no Landlock (%s)"
+                             % what)
+    skip_part("no Landlock on this kernel: %s" % what)
+    return False
 
 
 def require_root():
@@ -126,9 +171,11 @@ class CofferServer:
         self.auto_start = start
         self.proc = None
         self.tmp = None
+        self.checked_log = False
 
     # ---- lifecycle ----
     def __enter__(self):
+        _live.append(self)
         try:
             if not self.tmp:
                 self.setup()
@@ -302,6 +349,10 @@ class CofferServer:
         time.sleep(settle)
 
     def cleanup(self):
+        """Stop cofferd, kill leftover children, remove the temporary
+        directory; then raise AssertionError if the daemon log shows a
+        sanitizer report or a crashed child (log_failures())."""
+        bad = []
         try:
             if self.proc and self.proc.poll() is None:
                 self.stop()
@@ -312,10 +363,32 @@ class CofferServer:
                     except OSError:
                         pass
         finally:
+            if self in _live:
+                _live.remove(self)
             if getattr(self, "_logf", None):
                 self._logf.close()
+            # read before the directory goes; once per server
+            if self.tmp and not self.checked_log:
+                self.checked_log = True
+                bad = self.log_failures()
             if self.tmp and not os.environ.get("COFFER_KEEP_TMP"):
                 shutil.rmtree(self.tmp, ignore_errors=True)
+        if bad:
+            raise AssertionError("cofferd log shows %d failure line(s):\n  %s"
+                                 % (len(bad), "\n  ".join(bad[:20])))
+
+    def log_failures(self):
+        """The daemon log's lines that mean something went wrong in a
+        child or the parent (LOG_FAILURE_RE); a sanitizer's 'ERROR:' line
+        comes with the three after it (the access, the first frames)."""
+        lines = self.log().splitlines()
+        out = []
+        for i, ln in enumerate(lines):
+            if re.search(LOG_FAILURE_RE, ln):
+                out.append(ln.strip())
+                if "ERROR: " in ln:
+                    out.extend("    " + x.strip() for x in lines[i + 1:i + 4])
+        return out
 
     def log(self):
         try:
@@ -418,9 +491,16 @@ class LineClient:
             pass
 
 
+_live = []      # CofferServers entered and not yet cleaned up
+
+
 def run_tests(namespace, names=None):
     """Run every test_* function of a module (or the given names) in order;
-    prints one line per test; exits 0 if all passed, 1 otherwise."""
+    prints one line per test (PASS, FAIL, SKIP); then cleans up every
+    server still running (a module-wide one), which fails like a test if
+    its log shows a sanitizer report or a crashed child. Exits 1 if
+    anything failed, 77 (automake SKIP) if every test was skipped, else 0;
+    the summary line counts skipped tests and skipped sub-checks."""
     tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
     # COFFER_TESTS="test_a test_b": only those, in every module that has them
     # (re-running single tests through `make check`, e.g. under valgrind-all)
@@ -428,15 +508,40 @@ def run_tests(namespace, names=None):
         names = os.environ["COFFER_TESTS"].split()
     if names:
         tests = [(n, f) for n, f in tests if n in names]
-    failed = 0
+    failed = skipped = 0
     for name, fn in tests:
         t0 = time.time()
+        parts = len(_skipped_parts)
         try:
             fn()
-            print("PASS %s (%.1fs)" % (name, time.time() - t0), flush=True)
+            extra = len(_skipped_parts) - parts
+            print("PASS %s (%.1fs)%s" % (name, time.time() - t0,
+                                         " [%d part(s) skipped]" % extra if extra else ""),
+                  flush=True)
+        except Skip as e:
+            skipped += 1
+            print("SKIP %s (%.1fs): %s" % (name, time.time() - t0, e), flush=True)
         except Exception:
             failed += 1
             print("FAIL %s (%.1fs)" % (name, time.time() - t0), flush=True)
             traceback.print_exc()
-    print("%d/%d passed" % (len(tests) - failed, len(tests)))
-    sys.exit(1 if failed else 0)
+    torn = 0
+    for srv in list(_live):
+        try:
+            srv.cleanup()
+        except Exception:
+            torn += 1
+            print("FAIL teardown of a cofferd still running after the tests", flush=True)
+            traceback.print_exc()
+    summary = "%d/%d passed" % (len(tests) - failed - skipped, len(tests))
+    if torn:
+        summary += ", %d teardown(s) FAILED" % torn
+        failed += torn
+    if skipped or _skipped_parts:
+        summary += "; SKIP: %d test(s), %d sub-check(s) skipped" % (skipped, len(_skipped_parts))
+        for r in sorted(set(_skipped_parts)):
+            summary += "\n  SKIP: %s" % r
+    print(summary, flush=True)
+    if failed:
+        sys.exit(1)
+    sys.exit(SKIP if tests and skipped == len(tests) else 0)

@@ -10,10 +10,16 @@ broken modified UTF-7.
 Every case asserts the exact kind of answer (a tagged BAD/NO for the
 offending tag, or an untagged BYE and a closed connection), and after each
 case a "bystander" client that has been logged in all along must still be
-served; at the end the daemon log must not show a child killed by a signal."""
+served; at the end the daemon log must not show a child killed by a signal
+(and the harness's cleanup fails the run if the log shows any sanitizer
+report, crashed child or child's non-zero exit). Also: an AUTHENTICATE
+response line over 16 KiB, and LITERAL+ literals each under max_literal
+that together pass the 64 MiB whole-command limit."""
 
+import base64
 import os
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -264,6 +270,107 @@ def test_literal_4gib():
     others_served(s)
 
 
+SASL_LINE_MAX = 16384                 # cmd_auth.c: one AUTHENTICATE response line
+MAX_COMMAND = max(MAX_LITERAL, 64 << 20)   # cofferd.c: whole command, literals included
+
+
+def test_authenticate_response_line_beyond_limit():
+    """A SASL response line over cmd_auth.c's 16 KiB: the exact tagged BAD,
+    and the same connection can still authenticate; a line just under the
+    limit is read (and answered as bad SASL data, not as too long)."""
+    s = server()
+    c = greet(s)
+    c.send(b"q AUTHENTICATE PLAIN\r\n")
+    assert c.line().startswith("+"), "no SASL continuation"
+    c.send(b"A" * 20000 + b"\r\n")
+    lines = expect_tagged(c, "q", ("BAD",))
+    assert lines[-1] == "q BAD Authentication response too long", lines
+    still_alive(c)
+    # just under the limit the line is taken (16,383 octets: the CR counts
+    # against cmd_auth.c's 16,384-octet line buffer)
+    c.send(b"r AUTHENTICATE PLAIN\r\n")
+    assert c.line().startswith("+"), "no SASL continuation"
+    c.send(b"A" * (SASL_LINE_MAX - 1) + b"\r\n")
+    lines, closed = answer(c, "r")
+    assert not closed and lines[-1].split(" ")[1] in ("BAD", "NO"), lines
+    assert "too long" not in lines[-1], lines
+    # too long in its first piece: the rest of the line, sent later, is
+    # discarded (not read as a command: "u" below would see its answer)
+    c.send(b"t AUTHENTICATE PLAIN\r\n")
+    assert c.line().startswith("+"), "no SASL continuation"
+    c.send(b"A" * (SASL_LINE_MAX + 1))
+    time.sleep(0.2)
+    c.send(b"AAAA\r\n")
+    lines = expect_tagged(c, "t", ("BAD",))
+    assert lines[-1] == "t BAD Authentication response too long", lines
+    # the session goes on: a real AUTHENTICATE PLAIN on the same connection
+    c.send(b"u AUTHENTICATE PLAIN\r\n")
+    assert c.line().startswith("+"), "no SASL continuation"
+    c.send(base64.b64encode(b"\0jd/jon\0jon-pw") + b"\r\n")
+    lines = expect_tagged(c, "u", ("OK",))
+    c.send("s SELECT INBOX\r\n")
+    expect_tagged(c, "s", ("OK",))
+    c.close()
+    others_served(s)
+
+
+def literal_plus_flood(c, lit, ends_refused):
+    """One SEARCH of LITERAL+ literals of len(lit) octets, streamed (one
+    buffer, reused). session.c's read_command keeps the command's lines,
+    CRLFs and literals and refuses the literal that would take the total
+    past MAX_COMMAND. ends_refused: send through that literal; else stop
+    one literal short and end the command. Returns the literals sent."""
+    n = len(lit)
+    total, k = 0, 0
+    line = b"a SEARCH TEXT {%d+}" % n
+    while True:
+        assert total + len(line) + 2 <= MAX_COMMAND + 64, "line limit first"
+        refused = total + len(line) + n > MAX_COMMAND
+        if refused and not ends_refused:
+            c.send(b"\r\n")
+            return k
+        if refused:
+            # up to here no BYE: the limit is the whole command's, not less
+            assert not readable(c, 0), "answer before the limit: %r" % c.line()
+        c.send(line + b"\r\n")
+        c.send(lit)
+        k += 1
+        if refused:
+            return k
+        total += len(line) + 2 + n
+        line = b" TEXT {%d+}" % n
+
+
+def test_literal_plus_literals_past_command_limit():
+    """LITERAL+ literals each under max_literal (64 KiB here) but together
+    past the 64 MiB whole-command limit: one command just under the limit
+    is read whole and answered; one literal more is refused with
+    `* BYE [TOOBIG] Literal too large` (no safe way back: the client
+    does not wait for a "+"), and others are still served."""
+    s = server()
+    lit = b"z" * 65000
+    c = login(s)
+    t0 = time.monotonic()
+    k = literal_plus_flood(c, lit, ends_refused=False)
+    # read whole and parsed: a tagged answer (more than 1,024 search keys,
+    # or not selected), not a BYE
+    lines, closed = answer(c, "a", timeout=60)
+    assert not closed and lines[-1].split(" ")[1] in ("BAD", "NO"), lines[-3:]
+    assert not any(x.startswith("* BYE") for x in lines), lines[-3:]
+    still_alive(c)
+    c.close()
+    c = login(s)
+    k2 = literal_plus_flood(c, lit, ends_refused=True)
+    assert k2 == k + 1, (k, k2)
+    lines = expect_bye(c, timeout=60)
+    assert "* BYE [TOOBIG] Literal too large" in lines, lines
+    assert not any(x.startswith("a ") for x in lines), lines
+    c.close()
+    print("  %d literals of %d octets read, literal %d refused (%.1fs)"
+          % (k, len(lit), k2, time.monotonic() - t0))
+    others_served(s)
+
+
 def test_deep_nesting():
     s = server()
     c = selected(s)
@@ -296,31 +403,44 @@ def test_deep_nesting():
     others_served(s)
 
 
+def readable(c, timeout):
+    """True once c has something to read (buffered, in TLS or on the
+    socket) within timeout seconds: select() instead of a blind sleep."""
+    if c.buf or (hasattr(c.s, "pending") and c.s.pending()):
+        return True
+    r, _, _ = select.select([c.s], [], [], timeout)
+    return bool(r)
+
+
 def test_slowloris_one_byte_per_second():
+    """One byte a second: the command timeout (2 s here) ends the session
+    with the server's own `* BYE Timeout reading command` (session.c
+    read_command), before or after login, and the client is not served."""
     s = server()
     for pre in (True, False):
         c = greet(s) if pre else login(s)
         t0 = time.monotonic()
-        closed = False
+        lines, closed, sent = [], False, 0
         for ch in b"a NOOP\r\n":
             try:
                 c.send(bytes([ch]))
+                sent += 1
             except OSError:
                 closed = True
                 break
-            if ch != 10:
-                time.sleep(1.0)
-            if time.monotonic() - t0 > 8:
+            # wait a second for the next drip, but read whatever the server says
+            if readable(c, 1.0):
+                lines, closed = answer(c, "a", timeout=6)
                 break
-        lines = []
-        if not closed:
-            lines, closed = answer(c, "a", timeout=6)
+            if time.monotonic() - t0 > 8 * TIMEOUT_SCALE:
+                break
         dt = time.monotonic() - t0
         # command_timeout = 2 s: dropped by the per-line deadline, not served
-        assert closed, lines
-        assert not any(x.startswith("a OK") for x in lines), lines
+        assert closed, (pre, sent, lines)
+        assert "* BYE Timeout reading command" in lines, (pre, sent, lines)
+        assert not any(x.startswith("a ") for x in lines), lines
+        assert sent < len(b"a NOOP\r\n"), "the whole command went out: %d bytes" % sent
         assert dt < 6 * TIMEOUT_SCALE, "dripping client kept %.1fs" % dt
-        assert not lines or any("Timeout" in x and x.startswith("* BYE") for x in lines), lines
         c.close()
         others_served(s)
 

@@ -26,8 +26,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from coffer_harness import (CofferServer, LineClient, TIMEOUT_SCALE,  # noqa: E402
-                            require_root, run_tests)
+from coffer_harness import (CofferServer, LineClient, Skip, TIMEOUT_SCALE,  # noqa: E402
+                            landlock_active, require_root, run_tests)
 
 SECRET_B = "BETA-SECRET"
 SECRET_A = "ALPHA-MAIL"
@@ -321,26 +321,26 @@ def hook_result(target, user="alpha/jon", pw="alpha-pw"):
 
 def test_confinement_refuses_other_instance_files():
     if os.environ.get("COFFER_TEST_HOOKS") != "yes":
-        print("  SKIP-PART: cofferd built without --enable-test-hooks: confinement hook not run")
-        return
+        raise Skip("cofferd built without --enable-test-hooks: confinement hook not run")
     # control: the hook really opens (own instance's files)
     res, log, _ = hook_result("/instances/alpha/data.mdb")
     assert res == "SUCCEEDED", res
-    landlock = "Landlock available" in log
     # beta's files exist inside the chroot with the coffer user's ownership:
-    # only Landlock stands between the child and them
+    # only Landlock stands between the child and them (auth.secret: its mode)
+    landlock = landlock_active(log, "other instance's files not refused after login "
+                               "(isolation by chroot only)")
     for target in ("/instances/beta/data.mdb", "/instances/beta/lock.mdb",
                    "/instances/beta", "/instances/alpha/../beta/data.mdb",
                    "/registry/data.mdb", "/auth.secret"):
+        if not landlock and target != "/auth.secret":
+            continue
         res, log, exists = hook_result(target)
         assert exists, target       # so a refusal cannot be a missing file
-        if landlock or target == "/auth.secret":
-            assert res == "Permission denied", (target, res)
-        else:
-            print("  (no Landlock: %s -> %s, isolation by chroot only)" % (target, res))
+        assert res == "Permission denied", (target, res)
     # the same from beta's side
-    res, _, _ = hook_result("/instances/alpha/data.mdb", "beta/jon", "beta-pw")
-    assert res == "Permission denied" or not landlock, res
+    if landlock:
+        res, _, _ = hook_result("/instances/alpha/data.mdb", "beta/jon", "beta-pw")
+        assert res == "Permission denied", res
     # host paths do not exist inside the chroot
     res, _, _ = hook_result("/etc/passwd")
     assert res in ("No such file or directory", "Permission denied"), res
@@ -354,17 +354,81 @@ def test_confinement_store_read_only():
     writing (a compromised child cannot corrupt the archive), while
     lock.mdb can (LMDB readers need their reader slot: the control)."""
     if os.environ.get("COFFER_TEST_HOOKS") != "yes":
-        print("  SKIP-PART: cofferd built without --enable-test-hooks: confinement hook not run")
-        return
+        raise Skip("cofferd built without --enable-test-hooks: confinement hook not run")
     res, log, _ = hook_result("w:/instances/alpha/lock.mdb")
     assert res == "SUCCEEDED", res
-    if "Landlock available" not in log:
-        print("  SKIP-PART: no Landlock on this kernel")
+    if not landlock_active(log, "data.mdb writes not refused after login"):
         return
     for target in ("w:/instances/alpha/data.mdb", "w:/registry/data.mdb",
                    "w:/instances/beta/data.mdb", "w:/instances/beta/lock.mdb"):
         res, _, _ = hook_result(target)
         assert res == "Permission denied", (target, res)
+
+
+def test_preauth_confinement_matches_threat_model():
+    """The pre-auth layer alone (docs/RELIABILITY.md, threat model, "a
+    compromised pre-auth child"): with COFFER_TEST_OPEN_BEFORE_LOGIN the
+    child tries each item once its confinement is in place and before it
+    reads the first command. The doc's claims, each checked: it CAN read
+    every file under data_dir (every instance's data.mdb, the registry:
+    the admitted gap) and write every LMDB lock file; it CANNOT write any
+    data.mdb, create a file anywhere, read outside data_dir or
+    auth.secret, start a process or regain root."""
+    if os.environ.get("COFFER_TEST_HOOKS") != "yes":
+        raise Skip("cofferd built without --enable-test-hooks: pre-auth confinement hook not run")
+    import shutil
+    can = ["/instances/alpha/data.mdb", "/instances/beta/data.mdb", "/registry/data.mdb",
+           "/instances/beta/lock.mdb",
+           "w:/instances/alpha/lock.mdb", "w:/instances/beta/lock.mdb", "w:/registry/lock.mdb"]
+    landlock_cannot = ["w:/instances/alpha/data.mdb", "w:/instances/beta/data.mdb",
+                       "w:/registry/data.mdb", "c:/instances/alpha/new.mdb",
+                       "c:/instances/beta/new", "c:/registry/new", "c:/new"]
+    cannot = {"/etc/passwd": ("No such file or directory", "Permission denied"),
+              "/auth.secret": ("Permission denied",),
+              "fork": ("Operation not permitted",),
+              "setuid0": ("Operation not permitted",)}
+    items = can + landlock_cannot + sorted(cannot)
+    tmp = tempfile.mkdtemp(prefix="coffer-isop-")
+    try:
+        with CofferServer(instances=instances(tmp),
+                          env={"COFFER_TEST_OPEN_BEFORE_LOGIN": ",".join(items)}) as s:
+            for p in can[:4] + ["/auth.secret"]:
+                # so a refusal cannot be a missing file, nor a success a new one
+                assert os.path.exists(os.path.join(s.data_dir, p.split(":")[-1].lstrip("/"))), p
+            c = LineClient(s.connect(tls=True, timeout=15))
+            assert c.line().startswith("* OK")
+            c.send("z LOGOUT\r\n")
+            c.until_tagged("z")
+            c.close()
+            res = {}
+            deadline = time.time() + 5 * TIMEOUT_SCALE
+            while time.time() < deadline and len(res) < len(items):
+                log = s.log()
+                # the pre-auth hook's lines only (the after-login one says "open(")
+                res = dict(re.findall(r"test hook: (\S+) before login: (.*)", log))
+                time.sleep(0.05)
+            assert len(res) == len(items), (sorted(set(items) - set(res)), log)
+            landlock = landlock_active(log, "pre-auth data.mdb writes and file creation")
+            created = [p for p in landlock_cannot if p.startswith("c:") and
+                       os.path.exists(os.path.join(s.data_dir, p[2:].lstrip("/")))]
+        res = {k: v.strip() for k, v in res.items()}
+        print("  pre-auth child (Landlock %s): %s" %
+              ("on" if landlock else "off",
+               "; ".join("%s -> %s" % (k, res[k]) for k in items)))
+        # the admission, checked: reading every tenant's env works before login
+        for p in can:
+            assert res[p] == "SUCCEEDED", (p, res[p])
+        for p, ok in cannot.items():
+            assert res[p] in ok, (p, res[p])
+        if not landlock:
+            print("  (without Landlock: %s)"
+                  % ", ".join("%s -> %s" % (p, res[p]) for p in landlock_cannot))
+            return
+        for p in landlock_cannot:
+            assert res[p] == "Permission denied", (p, res[p])
+        assert not created, created
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

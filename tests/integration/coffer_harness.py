@@ -70,6 +70,10 @@ TIMEOUT_SCALE = float(os.environ.get("COFFER_TIMEOUT_SCALE") or 1)
 UNDER_VALGRIND = bool(os.environ.get("COFFER_VALGRIND"))
 
 
+class _PortTaken(RuntimeError):
+    """cofferd could not bind a port free_port() had found free."""
+
+
 class Skip(Exception):
     """Raised by a test that cannot run here: run_tests reports it as SKIP."""
 
@@ -172,6 +176,7 @@ class CofferServer:
         self.proc = None
         self.tmp = None
         self.checked_log = False
+        self.started_once = False
 
     # ---- lifecycle ----
     def __enter__(self):
@@ -296,6 +301,23 @@ class CofferServer:
                     f.write("%s = %s\n" % (k, v))
 
     def start(self, timeout=15):
+        """Start cofferd and wait until it listens. free_port() only finds a
+        port free at that moment: another test running at the same time can
+        take it before cofferd binds it. On a first start with the harness's
+        own ports, such a collision picks new ports and tries again; a
+        restart keeps its ports (clients of the test know them)."""
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except _PortTaken:
+                if attempt == 4 or self.started_once or \
+                        {"listen", "listen_tls"} & set(self.extra_config):
+                    raise
+                self.port = free_port(self.host)
+                self.tls_port = free_port(self.host)
+                self.write_config()
+
+    def _start_once(self, timeout):
         timeout *= TIMEOUT_SCALE
         if getattr(self, "_logf", None):
             self._logf.close()
@@ -311,13 +333,17 @@ class CofferServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("cofferd exited with %d:\n%s" % (self.proc.returncode, self.log()))
+                err = _PortTaken if "Address already in use" in self.log()[log_start:] \
+                    else RuntimeError
+                raise err("cofferd exited with %d:\n%s" % (self.proc.returncode, self.log()))
             # cofferd logs "ready:" once it listens; with log = syslog fall
             # back to probing the ports.
             if "ready:" in self.log()[log_start:]:
+                self.started_once = True
                 return
             if self.config_dict().get("log") == "syslog" and \
                     self._accepts(self.tls_port) and self._accepts(self.port):
+                self.started_once = True
                 return
             time.sleep(0.05)
         raise RuntimeError("cofferd did not start listening:\n" + self.log())

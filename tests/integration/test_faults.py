@@ -40,7 +40,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from coffer_harness import (CofferServer, LineClient, TIMEOUT_SCALE,  # noqa: E402
-                            UNDER_VALGRIND, coffer_path, require_root, run_tests)
+                            UNDER_VALGRIND, coffer_path, require_root, run_tests,
+                            skip_part)
 
 SRCDIR = os.environ.get("COFFER_SRCDIR") or os.path.join(HERE, "..", "..")
 SHARED = os.environ.get("COFFER_SHARED") or os.path.join(SRCDIR, "..", "shared")
@@ -1032,7 +1033,7 @@ def test_map_full_and_disk_full_during_import():
             os.mkdir(idir)
             if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", idir],
                               stderr=subprocess.DEVNULL).returncode != 0:
-                print("  SKIP-PART: cannot mount a tmpfs here: disk-full case not run")
+                skip_part("cannot mount a tmpfs here: disk-full case not run")
                 return
             mnt.append(idir)
             harness_cleanup = s.cleanup

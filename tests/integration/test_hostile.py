@@ -575,6 +575,7 @@ def test_pipelined_flood_bounded_memory():
     deadline = time.time() + 8 * TIMEOUT_SCALE
     while time.time() < deadline and os.path.exists("/proc/%d" % pid):
         time.sleep(0.1)
+    assert not os.path.exists("/proc/%d" % pid), "flooded child %d still there" % pid
     others_served(s)
 
 
